@@ -1,0 +1,55 @@
+"""What every FP8 attention backend receives and must provide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AttentionCall:
+    """One validated ``fp8_sdpa`` call. ``query``/``key``/``value`` are (B, H, S, D) views of the
+    caller's tensors (never copies); ``layout`` is the layout the output must come back in."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    is_causal: bool
+    scale: float
+    layout: str
+    granularity: str
+    smooth_k: bool
+    return_lse: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.query.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.query.device
+
+
+class Backend:
+    """An FP8 attention implementation. Subclasses set ``name`` and implement the three methods."""
+
+    name: str = ""
+
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot run in this process at all (missing package, no GPU), or None."""
+        raise NotImplementedError
+
+    def unsupported_reason(self, call: AttentionCall) -> str | None:
+        """Why this backend cannot serve ``call`` (device, granularity, head dim...), or None."""
+        raise NotImplementedError
+
+    def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Output in ``call.layout`` and the input dtype, and the natural-log log-sum-exp of the
+        scores the backend computed, (B, H, Sq) fp32, when ``call.return_lse`` (else None)."""
+        raise NotImplementedError
+
+
+def to_layout(out_bhsd: torch.Tensor, layout: str) -> torch.Tensor:
+    """View a (B, H, S, D) result in the caller's layout."""
+    return out_bhsd.transpose(1, 2) if layout == "bshd" else out_bhsd

@@ -1,0 +1,65 @@
+"""FlashAttention-3's FP8 kernel (``flash_attn_interface``) fed by our quantization kernel.
+
+FA3 takes one descale per (batch, head) for each of Q, K and V, so only ``granularity="head"``;
+smooth_k happens in our quantization (exact: softmax is shift-invariant per row).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import AttentionCall, Backend
+from .env import cuda_fp8_reason, fa3_reason, is_hopper, triton_reason
+
+FA3_FP8_HEAD_DIMS = (64, 128, 256)
+
+
+def head_granularity_reason(call: AttentionCall, name: str) -> str | None:
+    """Checks shared by the backends built on FA3's per-head FP8 kernel."""
+    if call.granularity != "head":
+        return f"{name} supports only granularity='head' (got {call.granularity!r})"
+    if call.head_dim not in FA3_FP8_HEAD_DIMS:
+        return f"{name} FP8 supports head dims {FA3_FP8_HEAD_DIMS}, got {call.head_dim}"
+    if call.is_causal and call.query.shape[2] != call.key.shape[2]:
+        return f"{name} aligns causal masks bottom-right; torch's is_causal is top-left"
+    if call.device.type != "cuda":
+        return f"{name} needs CUDA tensors, got {call.device.type}"
+    reason = cuda_fp8_reason(call.device)
+    if reason is None and not is_hopper(call.device.index or 0):
+        reason = f"{name} FP8 runs on Hopper (sm_90) only"
+    return reason
+
+
+def quantize_for_fa3(call: AttentionCall):
+    """Per-head e4m3 Q, K, V in (B, H, S, D) contiguous memory and their (B, H) descales."""
+    from accel.kernels import ops
+
+    q8, qd = ops.quantize_fp8(call.query, "head", False, False)
+    k8, kd = ops.quantize_fp8(call.key, "head", call.smooth_k, False)
+    v8, vd = ops.quantize_fp8(call.value, "head", False, False)
+    return q8, k8, v8, qd, kd, vd
+
+
+class FA3Backend(Backend):
+    name = "fa3"
+
+    def unavailable_reason(self) -> str | None:
+        return fa3_reason() or triton_reason()
+
+    def unsupported_reason(self, call: AttentionCall) -> str | None:
+        return head_granularity_reason(call, "FlashAttention-3")
+
+    def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        import flash_attn_interface
+
+        q8, k8, v8, qd, kd, vd = quantize_for_fa3(call)
+        # FA3 reads (B, S, H, D) with a unit last stride: our contiguous (B, H, S, D) viewed as such.
+        out, lse = flash_attn_interface.flash_attn_func(
+            q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2),
+            softmax_scale=call.scale, causal=call.is_causal,
+            q_descale=qd, k_descale=kd, v_descale=vd, return_attn_probs=True,
+        )[:2]
+        out = out.to(call.query.dtype)  # FA3's FP8 path writes bf16
+        if call.layout == "bhsd":
+            out = out.transpose(1, 2)
+        return out, (lse if call.return_lse else None)

@@ -1,0 +1,100 @@
+"""Pure-torch emulation of the FP8 numerics of the Triton kernels; runs anywhere, CPU included.
+
+It quantizes exactly as the kernels do (same scales, same saturating round-to-nearest-even casts)
+and computes the softmax against the integer-rounded row max that the kernel's online softmax
+ends on, so the two agree to fp32 rounding (see kernels/attention.py). Slow: for tests and for
+running the numerics on machines without an FP8 GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from accel.kernels.numerics import E4M3_MAX, P_SCALE, descale_from_amax, scale_from_amax
+
+from .base import AttentionCall, Backend, to_layout
+
+_QUERY_CHUNK = 1024  # bounds the fp32 score matrix held at once
+
+
+def quantize_reference(
+    x: torch.Tensor, granularity: str, smooth: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 copy of a (B, H, S, D) tensor and its descale: (B, H), (B, H, S) or (B, H, D) for
+    ``"head"``, ``"token"``, ``"channel"``. ``smooth`` subtracts the channel mean over tokens."""
+    xf = x.float()
+    if smooth:
+        xf = xf - xf.mean(dim=2, keepdim=True)
+    if granularity == "head":
+        amax = xf.abs().amax(dim=(2, 3))
+        scale = scale_from_amax(amax)[:, :, None, None]
+    elif granularity == "token":
+        amax = xf.abs().amax(dim=3)
+        scale = scale_from_amax(amax)[..., None]
+    elif granularity == "channel":
+        amax = xf.abs().amax(dim=2)
+        scale = scale_from_amax(amax)[:, :, None, :]
+    else:
+        raise ValueError(f"unknown granularity {granularity!r}")
+    x8 = (xf * scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    return x8, descale_from_amax(amax)
+
+
+def attention_reference(
+    q8: torch.Tensor,
+    k8: torch.Tensor,
+    v8: torch.Tensor,
+    q_descale: torch.Tensor,
+    k_descale: torch.Tensor,
+    v_descale: torch.Tensor,
+    sm_scale: float,
+    is_causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 attention on quantized (B, H, S, D) inputs. Returns fp32 (out, lse)."""
+    qk_scale = sm_scale * math.log2(math.e)
+    k = k8.float()
+    v = v8.float()
+    Sq, Skv = q8.shape[2], k8.shape[2]
+    if v_descale.dim() == 3:  # per channel
+        v_descale = v_descale[:, :, None, :]
+    else:
+        v_descale = v_descale[:, :, None, None]
+    outs, lses = [], []
+    for start in range(0, Sq, _QUERY_CHUNK):
+        stop = min(start + _QUERY_CHUNK, Sq)
+        s = q8[:, :, start:stop].float() @ k.transpose(-1, -2)
+        if q_descale.dim() == 3:
+            s = s * (q_descale[:, :, start:stop, None] * qk_scale) * k_descale[:, :, None, :]
+        else:
+            s = s * (qk_scale * q_descale * k_descale)[:, :, None, None]
+        if is_causal:
+            rows = torch.arange(start, stop, device=s.device)[:, None]
+            s = s.masked_fill(torch.arange(Skv, device=s.device)[None, :] > rows, float("-inf"))
+        m = torch.ceil(s.amax(dim=-1, keepdim=True))
+        p = torch.exp2(s - m)
+        row_sum = p.sum(dim=-1, keepdim=True)
+        p8 = (p * P_SCALE).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn).float()
+        outs.append((p8 @ v) * (1.0 / (row_sum * P_SCALE)) * v_descale)
+        lses.append((m + torch.log2(row_sum)).squeeze(-1) * math.log(2.0))
+    return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def unsupported_reason(self, call: AttentionCall) -> str | None:
+        return None
+
+    def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        v_granularity = "channel" if call.granularity == "token" else "head"
+        q8, qd = quantize_reference(call.query, call.granularity)
+        k8, kd = quantize_reference(call.key, call.granularity, smooth=call.smooth_k)
+        v8, vd = quantize_reference(call.value, v_granularity)
+        out, lse = attention_reference(q8, k8, v8, qd, kd, vd, call.scale, call.is_causal)
+        out = to_layout(out.to(call.query.dtype), call.layout)
+        return out, (lse if call.return_lse else None)

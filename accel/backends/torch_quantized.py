@@ -1,0 +1,45 @@
+"""torch's experimental FP8 SDPA op (``_scaled_dot_product_attention_quantized``, PyTorch issue
+181181) on FlashAttention-3, fed by our quantization kernel.
+
+Running it activates torch's FA3 flash-attention implementation for the whole process
+(``torch.nn.attention.activate_flash_attention_impl("FA3")``), which also changes what bf16
+``scaled_dot_product_attention`` uses; ``backend="auto"`` therefore never picks it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .base import AttentionCall, Backend, to_layout
+from .env import torch_quantized_reason, triton_reason
+from .fa3 import head_granularity_reason, quantize_for_fa3
+
+
+@functools.cache
+def _activate_fa3() -> None:
+    torch.nn.attention.activate_flash_attention_impl("FA3")
+
+
+class TorchQuantizedBackend(Backend):
+    name = "torch"
+
+    def unavailable_reason(self) -> str | None:
+        return torch_quantized_reason() or triton_reason()
+
+    def unsupported_reason(self, call: AttentionCall) -> str | None:
+        if call.return_lse:
+            return "torch's FP8 SDPA op does not return the log-sum-exp"
+        return head_granularity_reason(call, "torch's FP8 SDPA op")
+
+    def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from torch.nn.attention.experimental import _scaled_dot_product_attention_quantized
+
+        _activate_fa3()
+        q8, k8, v8, qd, kd, vd = quantize_for_fa3(call)
+        out = _scaled_dot_product_attention_quantized(
+            q8, k8, v8, is_causal=call.is_causal, scale=call.scale,
+            q_descale=qd, k_descale=kd, v_descale=vd,
+        )
+        return to_layout(out.to(call.query.dtype), call.layout), None

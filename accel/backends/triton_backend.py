@@ -1,0 +1,40 @@
+"""Our Triton kernels: every granularity, any head dim up to 128, causal or not, LSE."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import AttentionCall, Backend
+from .env import cuda_fp8_reason, triton_interpreting, triton_reason
+
+MAX_HEAD_DIM = 128
+
+
+class TritonBackend(Backend):
+    name = "triton"
+
+    def unavailable_reason(self) -> str | None:
+        return triton_reason()
+
+    def unsupported_reason(self, call: AttentionCall) -> str | None:
+        if call.head_dim > MAX_HEAD_DIM:
+            return f"head_dim {call.head_dim} > {MAX_HEAD_DIM} is not supported by the Triton kernel"
+        if call.device.type == "cuda":
+            return cuda_fp8_reason(call.device)
+        if call.device.type == "cpu" and triton_interpreting():
+            return None
+        return (f"tensors are on {call.device.type}; the Triton kernels need a CUDA GPU "
+                "(or TRITON_INTERPRET=1 for the slow CPU interpreter)")
+
+    def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from accel.kernels import ops  # imports triton: only when this backend runs
+
+        v_granularity = "channel" if call.granularity == "token" else "head"
+        q8, qd = ops.quantize_fp8(call.query, call.granularity, False, False)
+        k8, kd = ops.quantize_fp8(call.key, call.granularity, call.smooth_k, False)
+        v8t, vd = ops.quantize_fp8(call.value, v_granularity, False, True)
+        out, lse = ops.fp8_attention(
+            q8, k8, v8t, qd, kd, vd, call.head_dim, call.scale, call.is_causal,
+            call.query.dtype, call.layout, call.return_lse,
+        )
+        return out, (lse if call.return_lse else None)

@@ -1,0 +1,160 @@
+"""``accel.fp8_sdpa``: FP8 scaled-dot-product attention with per-head or per-token scales."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._warnings import warn_once
+from .backends import BACKEND_NAMES, AttentionCall, select_backend
+from .backends.bf16 import sdpa_high_precision
+from .backends.env import triton_interpreting
+
+LAYOUTS = ("bhsd", "bshd")
+GRANULARITIES = ("head", "token")
+_INPUT_DTYPES = (torch.bfloat16, torch.float16)
+_GPU_BACKENDS = ("triton", "fa3", "torch")
+
+
+def fp8_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    layout: str = "bhsd",
+    granularity: str = "head",
+    smooth_k: bool = True,
+    backend: str = "auto",
+    return_lse: bool = False,
+    strict: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention with Q, K, V and P in FP8 (e4m3), output in the input dtype.
+
+    Args:
+        query, key, value: bf16 or fp16, 4-D, any strides (never copied). ``layout="bhsd"`` is
+            torch's (batch, heads, tokens, head_dim); ``"bshd"`` is diffusers' (batch, tokens,
+            heads, head_dim). Key/value may have another token count than the query.
+        attn_mask: not supported in FP8; a call with a mask runs bf16 SDPA (one warning), or
+            raises with ``strict=True``.
+        is_causal: causal mask, top-left aligned like ``torch.nn.functional.scaled_dot_product_attention``.
+        scale: softmax scale; default ``1 / sqrt(head_dim)``.
+        granularity: ``"head"``: one scale per (batch, head) for each of Q, K, V (FlashAttention-3's
+            contract). ``"token"``: one per (batch, head, token) for Q and K and one per
+            (batch, head, channel) for V; more accurate on outlier-heavy activations.
+        smooth_k: subtract K's per-(batch, head) channel mean before quantizing. Exact (it shifts
+            each query row's scores by a constant) and much more accurate when K has a channel
+            offset, as diffusion transformers' keys do.
+        backend: ``"triton"`` (ours), ``"fa3"`` (FlashAttention-3, head granularity),
+            ``"torch"`` (torch's experimental FP8 SDPA op on FA3), ``"reference"`` (pure torch,
+            any device, slow) or ``"auto"``: the fastest one that can serve the call.
+        return_lse: also return the natural-log log-sum-exp of each query row's scaled scores,
+            (batch, heads, query tokens) fp32, as ring attention needs to merge partial results.
+        strict: raise instead of falling back to bf16 when no FP8 backend can serve the call.
+
+    Returns:
+        The attention output in the input's dtype and layout, or ``(output, lse)``.
+
+    Raises:
+        TypeError, ValueError: invalid inputs; the message says how to fix them.
+        RuntimeError: ``strict=True`` and no FP8 backend can serve the call.
+    """
+    q, k, v = _validate(query, key, value, layout, granularity, backend, attn_mask, is_causal)
+    head_dim = q.shape[-1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(head_dim)
+    elif not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
+    call = AttentionCall(q, k, v, bool(is_causal), float(scale), layout, granularity,
+                         bool(smooth_k), bool(return_lse))
+
+    if q.numel() == 0:  # empty batch, heads or queries: nothing to attend
+        out = torch.empty_like(query)
+        lse = q.new_empty(q.shape[:3], dtype=torch.float32)
+        return (out, lse) if return_lse else out
+
+    chosen, reason = (None, "attention masks are not supported in FP8") if attn_mask is not None \
+        else select_backend(call, backend)
+    if chosen is None:
+        if strict:
+            raise RuntimeError(f"fp8_sdpa: {reason}. Pass strict=False to run bf16 SDPA instead.")
+        warn_once(f"accel.fp8_sdpa: {reason}; running {q.dtype} scaled_dot_product_attention instead.")
+        out, lse = sdpa_high_precision(q, k, v, attn_mask, call.is_causal, call.scale, call.return_lse)
+        out = out.transpose(1, 2) if layout == "bshd" else out
+        return (out, lse) if return_lse else out
+
+    out, lse = chosen.run(call)
+    if not return_lse:
+        return out
+    if call.smooth_k:
+        # Smoothing shifted row i's scores by -scale * q_i . mean(K): add it back so the LSE is
+        # that of the true scores (ring attention merges shards whose K means differ).
+        lse = lse + call.scale * (q.float() @ k.float().mean(dim=2).unsqueeze(-1)).squeeze(-1)
+    return out, lse
+
+
+def _validate(query, key, value, layout, granularity, backend, attn_mask, is_causal):
+    """Check the inputs; return (B, H, S, D) views of query, key, value."""
+    names = ("query", "key", "value")
+    tensors = (query, key, value)
+    for name, t in zip(names, tensors):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"fp8_sdpa: {name} must be a torch.Tensor, got {type(t).__name__}")
+    dtypes = [t.dtype for t in tensors]
+    if any(d not in _INPUT_DTYPES for d in dtypes) or len(set(dtypes)) != 1:
+        got = ", ".join(f"{n} {d}" for n, d in zip(names, dtypes))
+        raise TypeError(
+            f"fp8_sdpa takes query, key and value all bfloat16 or all float16 (got {got}); "
+            "cast them with .to(torch.bfloat16)"
+        )
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(
+            f"fp8_sdpa: query, key and value are on different devices {sorted(map(str, devices))}; "
+            "move them to one device with .to(device)"
+        )
+    if layout not in LAYOUTS:
+        raise ValueError(f"fp8_sdpa: layout must be one of {LAYOUTS}, got {layout!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"fp8_sdpa: granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"fp8_sdpa: backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"fp8_sdpa: is_causal must be a bool, got {type(is_causal).__name__}")
+    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+        raise TypeError(f"fp8_sdpa: attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
+    for name, t in zip(names, tensors):
+        if t.dim() != 4:
+            axes = "(batch, heads, tokens, head_dim)" if layout == "bhsd" else "(batch, tokens, heads, head_dim)"
+            raise ValueError(
+                f"fp8_sdpa: {name} must be 4-D {axes} for layout={layout!r}, got shape {tuple(t.shape)}"
+            )
+    q, k, v = (t.transpose(1, 2) if layout == "bshd" else t for t in tensors)
+    if not (q.shape[0] == k.shape[0] == v.shape[0]):
+        raise ValueError(f"fp8_sdpa: batch sizes differ: query {q.shape[0]}, key {k.shape[0]}, value {v.shape[0]}")
+    if not (q.shape[1] == k.shape[1] == v.shape[1]):
+        raise ValueError(
+            f"fp8_sdpa: head counts differ (query {q.shape[1]}, key {k.shape[1]}, value {v.shape[1]}); "
+            "grouped-query attention is not supported: repeat key/value heads with "
+            f"repeat_interleave(n, dim={1 if layout == 'bhsd' else 2})"
+        )
+    if not (q.shape[3] == k.shape[3] == v.shape[3]):
+        raise ValueError(
+            f"fp8_sdpa: head dims differ (query {q.shape[3]}, key {k.shape[3]}, value {v.shape[3]}); "
+            "query, key and value must share one head_dim"
+        )
+    if k.shape[2] != v.shape[2]:
+        raise ValueError(f"fp8_sdpa: key has {k.shape[2]} tokens but value has {v.shape[2]}; they must match")
+    if k.shape[2] == 0 and q.shape[2] > 0:
+        raise ValueError("fp8_sdpa: key and value have no tokens; attention over nothing is undefined")
+    device = q.device
+    if backend in _GPU_BACKENDS and device.type != "cuda":
+        if not (backend == "triton" and device.type == "cpu" and triton_interpreting()):
+            raise ValueError(
+                f"fp8_sdpa: backend={backend!r} runs on CUDA GPUs but the tensors are on {device.type}; "
+                "move them with .cuda(), or use backend='reference' (or 'auto') on the CPU"
+            )
+    return q, k, v

@@ -1,0 +1,52 @@
+"""Small Triton helpers shared by the kernels."""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU through its interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@triton.jit
+def round_mantissa(x, MANTISSA_BITS: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr):
+    """Round fp32 ``x`` to the nearest value with MANTISSA_BITS stored mantissa bits (ties to
+    even), staying in fp32; below 2**MIN_NORMAL_EXP the spacing stays fixed, as in subnormals.
+
+    Hardware casts already round like this. The Triton interpreter's fp32 -> fp8/bf16/fp16 casts
+    do not (a mantissa carry does not bump the exponent: 125.9 -> 64 in e4m3), so under the
+    interpreter the kernels round first with this exact fp32 trick and the cast after is exact:
+    adding and removing 1.5 * 2**23 * ulp makes the fp32 adder round to a multiple of ulp.
+    """
+    bits = x.to(tl.int32, bitcast=True)
+    exponent = tl.maximum((bits >> 23) & 0xFF, MIN_NORMAL_EXP + 127)
+    ulp = ((exponent - MANTISSA_BITS) << 23).to(tl.float32, bitcast=True)
+    magic = ulp * 12582912.0  # 1.5 * 2**23
+    return (x + magic) - magic
+
+
+@triton.jit
+def to_e4m3(x, EMULATE_CAST: tl.constexpr):
+    """Saturating round-to-nearest-even cast of fp32 ``x`` to float8_e4m3fn."""
+    x = tl.clamp(x, -448.0, 448.0)
+    if EMULATE_CAST:
+        x = round_mantissa(x, 3, -6)
+    return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def to_half(x, OUT_BF16: tl.constexpr, EMULATE_CAST: tl.constexpr):
+    """Round-to-nearest-even cast of fp32 ``x`` to bfloat16 (OUT_BF16) or float16."""
+    if OUT_BF16:
+        if EMULATE_CAST:  # -119 keeps ulp a normal fp32 (bf16 values under 2**-119: ~exact)
+            x = round_mantissa(x, 7, -119)
+        return x.to(tl.bfloat16)
+    else:
+        if EMULATE_CAST:
+            x = round_mantissa(x, 10, -14)
+        return x.to(tl.float16)

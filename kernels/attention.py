@@ -1,0 +1,146 @@
+"""FP8 flash-attention forward kernel (Triton) with per-head or per-token scales.
+
+Inputs come from :func:`accel.kernels.quantize.quantize_fp8`: Q8 and K8 (B, H, S, Dp) e4m3, V8
+transposed (B, H, Dp, S_pad) e4m3, and fp32 descales. Per program: one BLOCK_M tile of queries
+against every key block, online softmax in fp32 with exp2, P cast to e4m3, both products in FP8
+with fp32 accumulators.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_utils import interpreting, to_e4m3, to_half
+from .numerics import P_SCALE
+
+LOG2E = math.log2(math.e)
+
+
+class AttentionConfig(NamedTuple):
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+def default_config(head_dim: int) -> AttentionConfig:
+    """Tile configuration for a padded head dim (measured on H100/H200: benchmarks/NOTES.md)."""
+    if interpreting():
+        return AttentionConfig(32, 32, 4, 1)  # the CPU interpreter: small tiles, fewer wasted rows
+    if head_dim <= 64:
+        return AttentionConfig(128, 128, 8, 3)
+    return AttentionConfig(128, 64, 4, 3)
+
+
+@triton.jit
+def _fp8_attention_kernel(
+    q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, out_ptr, lse_ptr,
+    qk_scale, Sq, Skv, H,
+    sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d,
+    so_b, so_h, so_s, so_d,
+    D_OUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PER_TOKEN_QK: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    WRITE_LSE: tl.constexpr, OUT_BF16: tl.constexpr, EMULATE_CAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    m_ok = offs_m < Sq
+
+    q = tl.load(q_ptr + pid_bh * sq_bh + offs_m[:, None] * sq_s + offs_d[None, :],
+                mask=m_ok[:, None], other=0.0)
+    k_ptrs = k_ptr + pid_bh * sk_bh + offs_n[:, None] * sk_s + offs_d[None, :]
+    vt_ptrs = vt_ptr + pid_bh * sv_bh + offs_d[:, None] * sv_d + offs_n[None, :]
+    # Scores are kept in log2 units: qk_scale = softmax scale * log2(e), folded with the descales.
+    if PER_TOKEN_QK:
+        q_scale = tl.load(q_descale_ptr + pid_bh * Sq + offs_m, mask=m_ok, other=1.0) * qk_scale
+    else:
+        qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    hi = Skv
+    if IS_CAUSAL:  # top-left aligned, as torch's is_causal: query i sees keys 0..i
+        hi = tl.minimum(Skv, (pid_m + 1) * BLOCK_M)
+    for start_n in range(0, hi, BLOCK_N):
+        n_ok = start_n + offs_n < Skv
+        k = tl.load(k_ptrs + start_n * sk_s, mask=n_ok[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k))
+        if PER_TOKEN_QK:
+            # Per-token scales are an outer product on the score tile: exact to undo here.
+            k_scale = tl.load(k_descale_ptr + pid_bh * Skv + start_n + offs_n, mask=n_ok, other=0.0)
+            s = s * q_scale[:, None] * k_scale[None, :]
+        else:
+            s = s * qk_scale
+        valid = n_ok[None, :]
+        if IS_CAUSAL:
+            valid = valid & (start_n + offs_n[None, :] <= offs_m[:, None])
+        s = tl.where(valid, s, float("-inf"))
+        # The running max is rounded up to an integer (log2 units), so rescaling by alpha is an
+        # exact power of two and e4m3(P * 256) rounds the same as it would against the final max:
+        # the result does not depend on the block size (the reference backend relies on this).
+        m_new = tl.maximum(m_i, tl.ceil(tl.max(s, 1)))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)  # the row sum uses unquantized P
+        acc = acc * alpha[:, None]
+        vt = tl.load(vt_ptrs + start_n, mask=n_ok[None, :], other=0.0)
+        acc = tl.dot(to_e4m3(p * 256.0, EMULATE_CAST), tl.trans(vt), acc)
+        m_i = m_new
+
+    inv = 1.0 / (l_i * 256.0)
+    if PER_CHANNEL_V:
+        v_scale = tl.load(v_descale_ptr + pid_bh * HEAD_DIM + offs_d)
+        out = acc * inv[:, None] * v_scale[None, :]
+    else:
+        out = acc * (inv * tl.load(v_descale_ptr + pid_bh))[:, None]
+    b = pid_bh // H
+    h = pid_bh % H
+    o_ptrs = out_ptr + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :] * so_d
+    tl.store(o_ptrs, to_half(out, OUT_BF16, EMULATE_CAST), mask=m_ok[:, None] & (offs_d[None, :] < D_OUT))
+    if WRITE_LSE:
+        tl.store(lse_ptr + pid_bh * Sq + offs_m, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_ok)
+
+
+def fp8_attention(
+    q8: torch.Tensor,
+    k8: torch.Tensor,
+    v8t: torch.Tensor,
+    q_descale: torch.Tensor,
+    k_descale: torch.Tensor,
+    v_descale: torch.Tensor,
+    out: torch.Tensor,
+    head_dim: int,
+    sm_scale: float,
+    is_causal: bool = False,
+    lse: torch.Tensor | None = None,
+    config: AttentionConfig | None = None,
+) -> None:
+    """Launch the kernel, writing ``out`` (any (B, H, Sq, head_dim) strided view) and, if given,
+    ``lse`` (B, H, Sq) fp32, natural log. Descales: (B, H) per head or (B, H, S) per token for Q
+    and K; (B, H) or (B, H, Dp) per channel for V."""
+    assert P_SCALE == 256.0  # the kernel hard-codes the power of two
+    assert out.dtype in (torch.bfloat16, torch.float16), out.dtype
+    B, H, Sq, Dp = q8.shape
+    Skv = k8.shape[2]
+    cfg = config or default_config(Dp)
+    grid = (triton.cdiv(Sq, cfg.block_m), B * H)
+    _fp8_attention_kernel[grid](
+        q8, k8, v8t, q_descale, k_descale, v_descale, out, out if lse is None else lse,
+        sm_scale * LOG2E, Sq, Skv, H,
+        q8.stride(1), q8.stride(2), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
+        *out.stride(),
+        D_OUT=head_dim, HEAD_DIM=Dp, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
+        PER_TOKEN_QK=q_descale.dim() == 3, PER_CHANNEL_V=v_descale.dim() == 3,
+        IS_CAUSAL=is_causal, WRITE_LSE=lse is not None, OUT_BF16=out.dtype == torch.bfloat16,
+        EMULATE_CAST=interpreting(),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )

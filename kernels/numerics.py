@@ -1,0 +1,37 @@
+"""The FP8 numerics contract shared by the Triton kernels and the pure-torch reference.
+
+Both sides import these names so that they cannot drift apart (see shared DESIGN.md, "Numerics").
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Largest finite float8_e4m3fn value.
+E4M3_MAX = 448.0
+#: An amax at or below this is treated as an all-zero tensor: scale and descale are 1.
+AMAX_EPS = 1e-12
+#: P (in [0, 1]) is multiplied by this power of two before its e4m3 cast, so that small
+#: probabilities land in e4m3's normal range instead of its coarse subnormals; undone exactly
+#: in the output normalisation. FlashAttention-3 uses the same value.
+P_SCALE = 256.0
+
+
+def scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
+    """Quantization scale ``448 / amax`` in fp32 (1 where amax is ~0)."""
+    amax = amax.float()
+    # In float64 then rounded once: torch's fp32 scalar/tensor division on the CPU is not
+    # correctly rounded, the kernels' (div_rn) is, and both sides must agree bit for bit.
+    scale = (E4M3_MAX / amax.double()).float()
+    return torch.where(amax > AMAX_EPS, scale, torch.ones_like(amax))
+
+
+def descale_from_amax(amax: torch.Tensor) -> torch.Tensor:
+    """Dequantization factor ``amax / 448`` in fp32 (1 where amax is ~0; NaN where amax is not finite).
+
+    A non-finite amax means the input held Inf or NaN: the NaN descale makes every output that
+    depends on it NaN instead of silently finite garbage.
+    """
+    amax = amax.float()
+    descale = torch.where(amax > AMAX_EPS, (amax.double() / E4M3_MAX).float(), torch.ones_like(amax))
+    return torch.where(torch.isfinite(amax), descale, torch.full_like(amax, float("nan")))

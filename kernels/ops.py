@@ -1,0 +1,84 @@
+"""torch custom ops around the Triton kernels, with fake implementations for torch.compile.
+
+``torch.ops.accel.quantize_fp8`` and ``torch.ops.accel.fp8_attention`` are opaque to Dynamo, so a
+module calling ``accel.fp8_sdpa`` compiles with ``fullgraph=True``; the fake implementations give
+the output shapes, dtypes and strides without running anything.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .attention import fp8_attention as _launch_attention
+from .quantize import GRANULARITIES, V_TOKEN_ALIGN, padded_head_dim
+from .quantize import quantize_fp8 as _launch_quantize
+
+LAYOUTS = ("bhsd", "bshd")
+
+
+@torch.library.custom_op("accel::quantize_fp8", mutates_args=())
+def quantize_fp8(
+    x: torch.Tensor, granularity: str, smooth: bool, transpose: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 copy and fp32 descales of a (B, H, S, D) view: see :func:`accel.kernels.quantize.quantize_fp8`."""
+    return _launch_quantize(x, granularity, smooth, transpose)
+
+
+@quantize_fp8.register_fake
+def _quantize_fp8_fake(x, granularity, smooth, transpose):
+    B, H, S, D = x.shape
+    Dp = padded_head_dim(D)
+    if transpose:
+        s_pad = (S + V_TOKEN_ALIGN - 1) // V_TOKEN_ALIGN * V_TOKEN_ALIGN
+        x8 = x.new_empty((B, H, Dp, s_pad), dtype=torch.float8_e4m3fn)
+    else:
+        x8 = x.new_empty((B, H, S, Dp), dtype=torch.float8_e4m3fn)
+    descale_shape = {"head": (B, H), "token": (B, H, S), "channel": (B, H, Dp)}[granularity]
+    return x8, x.new_empty(descale_shape, dtype=torch.float32)
+
+
+def _new_output(q8: torch.Tensor, head_dim: int, out_dtype: torch.dtype, layout: str) -> torch.Tensor:
+    """Output tensor in the caller's layout; returned as a (B, H, S, D) view for the kernel."""
+    B, H, Sq, _ = q8.shape
+    if layout == "bshd":
+        return q8.new_empty((B, Sq, H, head_dim), dtype=out_dtype)
+    return q8.new_empty((B, H, Sq, head_dim), dtype=out_dtype)
+
+
+@torch.library.custom_op("accel::fp8_attention", mutates_args=())
+def fp8_attention(
+    q8: torch.Tensor,
+    k8: torch.Tensor,
+    v8t: torch.Tensor,
+    q_descale: torch.Tensor,
+    k_descale: torch.Tensor,
+    v_descale: torch.Tensor,
+    head_dim: int,
+    sm_scale: float,
+    is_causal: bool,
+    out_dtype: torch.dtype,
+    layout: str,
+    return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FP8 attention on quantized inputs. Returns ``(out, lse)``: out in ``layout`` and
+    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor."""
+    out = _new_output(q8, head_dim, out_dtype, layout)
+    B, H, Sq, _ = q8.shape
+    lse = q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
+    _launch_attention(
+        q8, k8, v8t, q_descale, k_descale, v_descale,
+        out.transpose(1, 2) if layout == "bshd" else out,
+        head_dim, sm_scale, is_causal, lse if return_lse else None,
+    )
+    return out, lse
+
+
+@fp8_attention.register_fake
+def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, head_dim, sm_scale,
+                        is_causal, out_dtype, layout, return_lse):
+    B, H, Sq, _ = q8.shape
+    out = _new_output(q8, head_dim, out_dtype, layout)
+    return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
+
+
+__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "quantize_fp8"]
