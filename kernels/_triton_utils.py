@@ -31,12 +31,17 @@ def round_mantissa(x, MANTISSA_BITS: tl.constexpr, MIN_NORMAL_EXP: tl.constexpr)
 
 
 @triton.jit
-def to_e4m3(x, EMULATE_CAST: tl.constexpr):
-    """Saturating round-to-nearest-even cast of fp32 ``x`` to float8_e4m3fn."""
-    x = tl.clamp(x, -448.0, 448.0)
+def cast_e4m3(x, EMULATE_CAST: tl.constexpr):
+    """Round-to-nearest-even cast of fp32 ``x``, already within +-448, to float8_e4m3fn."""
     if EMULATE_CAST:
         x = round_mantissa(x, 3, -6)
     return x.to(tl.float8e4nv)
+
+
+@triton.jit
+def to_e4m3(x, EMULATE_CAST: tl.constexpr):
+    """Saturating round-to-nearest-even cast of fp32 ``x`` to float8_e4m3fn."""
+    return cast_e4m3(tl.clamp(x, -448.0, 448.0), EMULATE_CAST)
 
 
 @triton.jit

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import interpreting, to_e4m3, to_half
+from ._triton_utils import cast_e4m3, interpreting, to_half
 from .numerics import P_SCALE
 
 LOG2E = math.log2(math.e)
@@ -35,6 +35,53 @@ def default_config(head_dim: int) -> AttentionConfig:
     if head_dim <= 64:
         return AttentionConfig(128, 128, 8, 3)
     return AttentionConfig(128, 64, 4, 3)
+
+
+@triton.jit
+def _attend_blocks(
+    acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, lo, hi,
+    offs_m, offs_n, Skv, sk_s,
+    BLOCK_N: tl.constexpr, PER_TOKEN_QK: tl.constexpr, MASKED: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, EMULATE_CAST: tl.constexpr,
+):
+    """Online softmax over key blocks [lo, hi). MASKED blocks check key bounds and causality;
+    the others, all but the last block or two, skip that work."""
+    for start_n in range(lo, hi, BLOCK_N):
+        if MASKED:
+            n_ok = start_n + offs_n < Skv
+            k = tl.load(k_ptrs + start_n * sk_s, mask=n_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_ptrs + start_n * sk_s)
+        s = tl.dot(q, tl.trans(k))
+        if PER_TOKEN_QK:
+            # Per-token scales form an outer product on the score tile: the key side here, the
+            # query side (q_scale, positive) below, fused with the max subtraction.
+            if MASKED:
+                k_scale = tl.load(k_descale_ptr + start_n + offs_n, mask=n_ok, other=0.0)
+            else:
+                k_scale = tl.load(k_descale_ptr + start_n + offs_n)
+            s = s * k_scale[None, :]
+        if MASKED:
+            valid = n_ok[None, :]
+            if IS_CAUSAL:
+                valid = valid & (start_n + offs_n[None, :] <= offs_m[:, None])
+            s = tl.where(valid, s, float("-inf"))
+        # Log2 units. The running max is rounded up to an integer, so rescaling by alpha is an
+        # exact power of two and e4m3(P * 256) rounds as it would against the final max: the
+        # result does not depend on the block size (the reference backend relies on this).
+        m_new = tl.maximum(m_i, tl.ceil(tl.max(s, 1) * q_scale))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s * q_scale[:, None] - m_new[:, None])  # one FFMA per score
+        l_i = l_i * alpha + tl.sum(p, 1)  # the row sum uses unquantized P
+        acc = acc * alpha[:, None]
+        if MASKED:
+            vt = tl.load(vt_ptrs + start_n, mask=n_ok[None, :], other=0.0)
+        else:
+            vt = tl.load(vt_ptrs + start_n)
+        # P <= 1, times 256 (P_SCALE): no saturation needed before the cast.
+        acc = tl.dot(cast_e4m3(p * 256.0, EMULATE_CAST), tl.trans(vt), acc)
+        m_i = m_new
+    return acc, l_i, m_i
 
 
 @triton.jit
@@ -58,43 +105,30 @@ def _fp8_attention_kernel(
                 mask=m_ok[:, None], other=0.0)
     k_ptrs = k_ptr + pid_bh * sk_bh + offs_n[:, None] * sk_s + offs_d[None, :]
     vt_ptrs = vt_ptr + pid_bh * sv_bh + offs_d[:, None] * sv_d + offs_n[None, :]
-    # Scores are kept in log2 units: qk_scale = softmax scale * log2(e), folded with the descales.
+    # q_scale turns raw FP8 scores into log2 units: softmax scale * log2(e) * descales.
     if PER_TOKEN_QK:
         q_scale = tl.load(q_descale_ptr + pid_bh * Sq + offs_m, mask=m_ok, other=1.0) * qk_scale
+        k_descale_ptr += pid_bh * Skv
     else:
         qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
+        q_scale = tl.zeros([BLOCK_M], tl.float32) + qk_scale
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    hi = Skv
+    # Key blocks that need no bounds or causal check first, then the rest with checks.
     if IS_CAUSAL:  # top-left aligned, as torch's is_causal: query i sees keys 0..i
         hi = tl.minimum(Skv, (pid_m + 1) * BLOCK_M)
-    for start_n in range(0, hi, BLOCK_N):
-        n_ok = start_n + offs_n < Skv
-        k = tl.load(k_ptrs + start_n * sk_s, mask=n_ok[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k))
-        if PER_TOKEN_QK:
-            # Per-token scales are an outer product on the score tile: exact to undo here.
-            k_scale = tl.load(k_descale_ptr + pid_bh * Skv + start_n + offs_n, mask=n_ok, other=0.0)
-            s = s * q_scale[:, None] * k_scale[None, :]
-        else:
-            s = s * qk_scale
-        valid = n_ok[None, :]
-        if IS_CAUSAL:
-            valid = valid & (start_n + offs_n[None, :] <= offs_m[:, None])
-        s = tl.where(valid, s, float("-inf"))
-        # The running max is rounded up to an integer (log2 units), so rescaling by alpha is an
-        # exact power of two and e4m3(P * 256) rounds the same as it would against the final max:
-        # the result does not depend on the block size (the reference backend relies on this).
-        m_new = tl.maximum(m_i, tl.ceil(tl.max(s, 1)))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)  # the row sum uses unquantized P
-        acc = acc * alpha[:, None]
-        vt = tl.load(vt_ptrs + start_n, mask=n_ok[None, :], other=0.0)
-        acc = tl.dot(to_e4m3(p * 256.0, EMULATE_CAST), tl.trans(vt), acc)
-        m_i = m_new
+        full = tl.minimum(pid_m * BLOCK_M, Skv) // BLOCK_N * BLOCK_N
+    else:
+        hi = Skv
+        full = Skv // BLOCK_N * BLOCK_N
+    acc, l_i, m_i = _attend_blocks(
+        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, 0, full, offs_m, offs_n, Skv, sk_s,
+        BLOCK_N, PER_TOKEN_QK, False, IS_CAUSAL, EMULATE_CAST)
+    acc, l_i, m_i = _attend_blocks(
+        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, full, hi, offs_m, offs_n, Skv, sk_s,
+        BLOCK_N, PER_TOKEN_QK, True, IS_CAUSAL, EMULATE_CAST)
 
     inv = 1.0 / (l_i * 256.0)
     if PER_CHANNEL_V:

@@ -22,6 +22,9 @@ import triton.language as tl
 from ._triton_utils import interpreting, to_e4m3
 from .numerics import AMAX_EPS, E4M3_MAX, descale_from_amax, scale_from_amax
 
+_AMAX_EPS = tl.constexpr(AMAX_EPS)  # Triton kernels read globals only as constexpr
+_E4M3_MAX = tl.constexpr(E4M3_MAX)
+
 GRANULARITIES = ("head", "token", "channel")
 _STATS_TOKENS = 512  # tokens per program of the statistics pass
 _BLOCK_S = 64  # tokens per program of the cast pass
@@ -93,10 +96,10 @@ def _cast_kernel(
         amax = tl.max(tl.abs(x), 1)
         # NaN compares false and Inf is not < Inf: count the non-finite entries of each row.
         n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
-        tiny = amax <= AMAX_EPS
+        tiny = amax <= _AMAX_EPS
         # div_rn: correctly rounded, as the reference's scales (plain "/" is approximate on GPUs).
-        scale = tl.where(tiny, 1.0, tl.math.div_rn(tl.zeros_like(amax) + E4M3_MAX, amax))
-        descale = tl.where(tiny, 1.0, tl.math.div_rn(amax, tl.zeros_like(amax) + E4M3_MAX))
+        scale = tl.where(tiny, 1.0, tl.math.div_rn(tl.zeros_like(amax) + _E4M3_MAX, amax))
+        descale = tl.where(tiny, 1.0, tl.math.div_rn(amax, tl.zeros_like(amax) + _E4M3_MAX))
         descale = tl.where(n_bad > 0, float("nan"), descale)
         tl.store(descale_ptr + pid_bh.to(tl.int64) * S + offs_s, descale, mask=s_ok)
         y = x * scale[:, None]

@@ -71,7 +71,7 @@ def fa3_reason() -> str | None:
 def torch_quantized_reason() -> str | None:
     """None if torch's experimental FP8 SDPA op and an FA3 implementation for it are present."""
     try:
-        from torch.nn.attention.experimental import (  # noqa: F401
+        from torch.nn.attention.experimental._scaled_dot_product_attention_quantized import (  # noqa: F401
             _scaled_dot_product_attention_quantized,
         )
     except ImportError:

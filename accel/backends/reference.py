@@ -65,15 +65,17 @@ def attention_reference(
     for start in range(0, Sq, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, Sq)
         s = q8[:, :, start:stop].float() @ k.transpose(-1, -2)
+        # Same order of fp32 operations as the kernel: key scales, row max, then query scales.
         if q_descale.dim() == 3:
-            s = s * (q_descale[:, :, start:stop, None] * qk_scale) * k_descale[:, :, None, :]
+            s = s * k_descale[:, :, None, :]
+            q_scale = q_descale[:, :, start:stop, None] * qk_scale
         else:
-            s = s * (qk_scale * q_descale * k_descale)[:, :, None, None]
+            q_scale = (qk_scale * q_descale * k_descale)[:, :, None, None]
         if is_causal:
             rows = torch.arange(start, stop, device=s.device)[:, None]
             s = s.masked_fill(torch.arange(Skv, device=s.device)[None, :] > rows, float("-inf"))
-        m = torch.ceil(s.amax(dim=-1, keepdim=True))
-        p = torch.exp2(s - m)
+        m = torch.ceil(s.amax(dim=-1, keepdim=True) * q_scale)
+        p = torch.exp2(s * q_scale - m)
         row_sum = p.sum(dim=-1, keepdim=True)
         p8 = (p * P_SCALE).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn).float()
         outs.append((p8 @ v) * (1.0 / (row_sum * P_SCALE)) * v_descale)

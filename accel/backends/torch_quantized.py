@@ -34,7 +34,9 @@ class TorchQuantizedBackend(Backend):
         return head_granularity_reason(call, "torch's FP8 SDPA op")
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        from torch.nn.attention.experimental import _scaled_dot_product_attention_quantized
+        from torch.nn.attention.experimental._scaled_dot_product_attention_quantized import (
+            _scaled_dot_product_attention_quantized,
+        )
 
         _activate_fa3()
         q8, k8, v8, qd, kd, vd = quantize_for_fa3(call)

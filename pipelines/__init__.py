@@ -1,0 +1,1 @@
+"""Model-family glue for diffusers pipelines (Wan, Flux); imports as ``accel.pipelines``."""
