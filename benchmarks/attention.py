@@ -61,10 +61,7 @@ def fp8_kernel_only(granularity):
 
     def prepare(q, k, v):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        vg = "channel" if granularity == "token" else "head"
-        q8, qd = ops.quantize_fp8(q, granularity, False, False)
-        k8, kd = ops.quantize_fp8(k, granularity, True, False)
-        v8t, vd = ops.quantize_fp8(v, vg, False, True)
+        q8, k8, v8t, qd, kd, vd = ops.quantize_qkv(q, k, v, granularity, True, True)
         return (q8, k8, v8t, qd, kd, vd, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype, "bshd", False)
 
     return prepare, lambda *args: ops.fp8_attention(*args)[0]
@@ -75,9 +72,8 @@ def fa3_fp8_kernel_only():
     from accel.kernels import ops
 
     def prepare(q, k, v):
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        out = [ops.quantize_fp8(t, "head", False, False) for t in (q, k, v)]
-        return tuple(x.transpose(1, 2) for x, _ in out) + tuple(d for _, d in out)
+        q8, k8, v8, qd, kd, vd = ops.quantize_qkv(*(t.transpose(1, 2) for t in (q, k, v)), "head", False, False)
+        return q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2), qd, kd, vd
 
     def run(q8, k8, v8, qd, kd, vd):
         return flash_attn_interface.flash_attn_func(q8, k8, v8, q_descale=qd, k_descale=kd, v_descale=vd)

@@ -26,9 +26,7 @@ def main():
     for heads, s, d in SHAPES:
         q, k, v = activation_like_qkv(1, heads, s, s, d, device="cuda", generator=g)
         for gran in ("head", "token"):
-            q8, qd = ops.quantize_fp8(q, gran, False, False)
-            k8, kd = ops.quantize_fp8(k, gran, True, False)
-            v8t, vd = ops.quantize_fp8(v, "channel" if gran == "token" else "head", False, True)
+            q8, k8, v8t, qd, kd, vd = ops.quantize_qkv(q, k, v, gran, True, True)
             out = torch.empty_like(q)
             best = None
             for cfg in CONFIGS:

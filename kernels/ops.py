@@ -1,6 +1,6 @@
 """torch custom ops around the Triton kernels, with fake implementations for torch.compile.
 
-``torch.ops.accel.quantize_fp8`` and ``torch.ops.accel.fp8_attention`` are opaque to Dynamo, so a
+``torch.ops.accel.quantize_qkv`` and ``torch.ops.accel.fp8_attention`` are opaque to Dynamo, so a
 module calling ``accel.fp8_sdpa`` compiles with ``fullgraph=True``; the fake implementations give
 the output shapes, dtypes and strides without running anything.
 """
@@ -16,16 +16,29 @@ from .quantize import quantize_fp8 as _launch_quantize
 LAYOUTS = ("bhsd", "bshd")
 
 
-@torch.library.custom_op("accel::quantize_fp8", mutates_args=())
-def quantize_fp8(
-    x: torch.Tensor, granularity: str, smooth: bool, transpose: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """e4m3 copy and fp32 descales of a (B, H, S, D) view: see :func:`accel.kernels.quantize.quantize_fp8`."""
-    return _launch_quantize(x, granularity, smooth, transpose)
+@torch.library.custom_op("accel::quantize_qkv", mutates_args=())
+def quantize_qkv(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, transpose_v: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """e4m3 copies and fp32 descales of (B, H, S, D) views of Q, K and V, in one op call.
+
+    Q and K use ``granularity``; V uses one scale per head for ``"head"`` and one per channel
+    for ``"token"``. ``smooth_k`` subtracts K's channel mean. ``transpose_v`` writes V as
+    (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8, q_descale, k_descale, v_descale);
+    see :func:`accel.kernels.quantize.quantize_fp8` for shapes.
+    """
+    q8, qd = _launch_quantize(q, granularity, False, False)
+    k8, kd = _launch_quantize(k, granularity, smooth_k, False)
+    v8, vd = _launch_quantize(v, value_granularity(granularity), False, transpose_v)
+    return q8, k8, v8, qd, kd, vd
 
 
-@quantize_fp8.register_fake
-def _quantize_fp8_fake(x, granularity, smooth, transpose):
+def value_granularity(granularity: str) -> str:
+    """V's scales for a Q/K granularity: per-token Q/K pairs with per-channel V (exact to undo)."""
+    return "channel" if granularity == "token" else "head"
+
+
+def _quantized_fake(x, granularity, transpose):
     B, H, S, D = x.shape
     Dp = padded_head_dim(D)
     if transpose:
@@ -35,6 +48,14 @@ def _quantize_fp8_fake(x, granularity, smooth, transpose):
         x8 = x.new_empty((B, H, S, Dp), dtype=torch.float8_e4m3fn)
     descale_shape = {"head": (B, H), "token": (B, H, S), "channel": (B, H, Dp)}[granularity]
     return x8, x.new_empty(descale_shape, dtype=torch.float32)
+
+
+@quantize_qkv.register_fake
+def _quantize_qkv_fake(q, k, v, granularity, smooth_k, transpose_v):
+    q8, qd = _quantized_fake(q, granularity, False)
+    k8, kd = _quantized_fake(k, granularity, False)
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
+    return q8, k8, v8, qd, kd, vd
 
 
 def _new_output(q8: torch.Tensor, head_dim: int, out_dtype: torch.dtype, layout: str) -> torch.Tensor:
@@ -81,4 +102,4 @@ def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, head_dim, 
     return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
 
 
-__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "quantize_fp8"]
+__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "quantize_qkv", "value_granularity"]

@@ -20,13 +20,14 @@ import triton
 import triton.language as tl
 
 from ._triton_utils import interpreting, to_e4m3
-from .numerics import AMAX_EPS, E4M3_MAX, descale_from_amax, scale_from_amax
+from .numerics import AMAX_EPS, E4M3_MAX
 
 _AMAX_EPS = tl.constexpr(AMAX_EPS)  # Triton kernels read globals only as constexpr
 _E4M3_MAX = tl.constexpr(E4M3_MAX)
 
 GRANULARITIES = ("head", "token", "channel")
-_STATS_TOKENS = 512  # tokens per program of the statistics pass
+_STATS_TOKENS = 256  # tokens per program of the statistics pass
+_STATS_BLOCK = 64  # tokens per load of the statistics pass
 _BLOCK_S = 64  # tokens per program of the cast pass
 #: The attention kernel reads V transposed (an FP8 wgmma wants its B operand K-major); its token
 #: axis is padded to this multiple so that every row starts 16-byte aligned.
@@ -51,9 +52,8 @@ def _channel_stats_kernel(
     total = tl.zeros([BLOCK_D], tl.float32)
     hi = tl.full([BLOCK_D], float("-inf"), tl.float32)
     lo = tl.full([BLOCK_D], float("inf"), tl.float32)
-    start = pid_chunk * TOKENS
-    for s0 in range(start, start + TOKENS, BLOCK_S):
-        offs_s = s0 + tl.arange(0, BLOCK_S)
+    for i in tl.static_range(TOKENS // BLOCK_S):  # unrolled: all loads can be in flight at once
+        offs_s = pid_chunk * TOKENS + i * BLOCK_S + tl.arange(0, BLOCK_S)
         ok = (offs_s[:, None] < S) & d_ok[None, :]
         x = tl.load(base + offs_s[:, None].to(tl.int64) * stride_s + offs_d[None, :] * stride_d,
                     mask=ok, other=0.0).to(tl.float32)
@@ -64,6 +64,60 @@ def _channel_stats_kernel(
     tl.store(out, total)
     tl.store(out + BLOCK_D, hi)
     tl.store(out + 2 * BLOCK_D, lo)
+
+
+@triton.jit
+def _scales(amax):
+    """(scale, descale) from amax, exactly as numerics.scale_from_amax / descale_from_amax."""
+    big = amax > _AMAX_EPS  # False for NaN too
+    scale = tl.where(big, tl.math.div_rn(tl.zeros_like(amax) + _E4M3_MAX, amax), 1.0)
+    descale = tl.where(big, tl.math.div_rn(amax, tl.zeros_like(amax) + _E4M3_MAX), 1.0)
+    descale = tl.where(tl.abs(amax) < float("inf"), descale, float("nan"))
+    return scale, descale
+
+
+@triton.jit
+def _finalize_stats_kernel(
+    stats_ptr, mean_ptr, scale_ptr, descale_ptr, n_chunks, S,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
+    SMOOTH: tl.constexpr, PER_CHANNEL: tl.constexpr,
+):
+    """Per (batch*head): reduce the chunk statistics to the channel mean (if SMOOTH) and the
+    scale/descale of the whole head, or of each channel (PER_CHANNEL)."""
+    pid_bh = tl.program_id(0)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_d = tl.arange(0, BLOCK_D)
+    base = stats_ptr + pid_bh.to(tl.int64) * n_chunks * (3 * BLOCK_D)
+    total = tl.zeros([BLOCK_D], tl.float32)
+    hi = tl.full([BLOCK_D], float("-inf"), tl.float32)
+    lo = tl.full([BLOCK_D], float("inf"), tl.float32)
+    for c0 in range(0, n_chunks, BLOCK_C):
+        c_ok = (c0 + offs_c < n_chunks)[:, None]
+        ptrs = base + (c0 + offs_c)[:, None] * (3 * BLOCK_D) + offs_d[None, :]
+        total += tl.sum(tl.load(ptrs, mask=c_ok, other=0.0), 0)
+        hi = tl.maximum(hi, tl.max(tl.load(ptrs + BLOCK_D, mask=c_ok, other=float("-inf")), 0))
+        lo = tl.minimum(lo, tl.min(tl.load(ptrs + 2 * BLOCK_D, mask=c_ok, other=float("inf")), 0))
+    if SMOOTH:
+        mean = total / S
+        tl.store(mean_ptr + pid_bh * BLOCK_D + offs_d, mean)
+        # max |x - mean| = max(max - mean, mean - min) per channel: no second read of x
+        channel_amax = tl.maximum(hi - mean, mean - lo)
+    else:
+        channel_amax = tl.maximum(hi, -lo)
+    # A non-finite input makes its channel's sum non-finite: that channel's amax becomes NaN.
+    bad = ~(tl.abs(total) < float("inf"))
+    channel_amax = tl.where(bad, float("nan"), channel_amax)
+    channel_amax = tl.where(offs_d < D, channel_amax, 0.0)  # padded channels hold zeros
+    if PER_CHANNEL:
+        scale, descale = _scales(channel_amax)
+        tl.store(scale_ptr + pid_bh * BLOCK_D + offs_d, scale)
+        tl.store(descale_ptr + pid_bh * BLOCK_D + offs_d, descale)
+    else:
+        amax = tl.max(tl.where(bad, 0.0, channel_amax), 0)
+        amax = tl.where(tl.max(bad.to(tl.int32), 0) > 0, float("nan"), amax)  # tl.max may drop NaN
+        scale, descale = _scales(amax)
+        tl.store(scale_ptr + pid_bh, scale)
+        tl.store(descale_ptr + pid_bh, descale)
 
 
 @triton.jit
@@ -94,13 +148,9 @@ def _cast_kernel(
         x = tl.where(ok, x - mean[None, :], 0.0)  # padded channels stay exactly zero
     if MODE == 1:
         amax = tl.max(tl.abs(x), 1)
-        # NaN compares false and Inf is not < Inf: count the non-finite entries of each row.
+        # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
         n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
-        tiny = amax <= _AMAX_EPS
-        # div_rn: correctly rounded, as the reference's scales (plain "/" is approximate on GPUs).
-        scale = tl.where(tiny, 1.0, tl.math.div_rn(tl.zeros_like(amax) + _E4M3_MAX, amax))
-        descale = tl.where(tiny, 1.0, tl.math.div_rn(amax, tl.zeros_like(amax) + _E4M3_MAX))
-        descale = tl.where(n_bad > 0, float("nan"), descale)
+        scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
         tl.store(descale_ptr + pid_bh.to(tl.int64) * S + offs_s, descale, mask=s_ok)
         y = x * scale[:, None]
     elif MODE == 0:
@@ -117,16 +167,30 @@ def padded_head_dim(head_dim: int) -> int:
     return max(32, triton.next_power_of_2(head_dim))
 
 
-def _channel_stats(x: torch.Tensor, block_d: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per (batch, head, channel) sum, max and min over tokens, fp32, channels padded to block_d."""
+def _head_statistics(
+    x: torch.Tensor, granularity: str, smooth: bool, block_d: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Two launches: chunk statistics, then per-(batch, head) mean and scales. Returns
+    (mean or None, scale, descale); scales are None for ``"token"`` (the cast computes them)."""
     B, H, S, D = x.shape
     n_chunks = triton.cdiv(S, _STATS_TOKENS)
     stats = torch.empty(B * H, n_chunks, 3, block_d, device=x.device, dtype=torch.float32)
     _channel_stats_kernel[(B * H, n_chunks)](
-        x, stats, S, H, *x.stride(), D=D, BLOCK_D=block_d, BLOCK_S=64, TOKENS=_STATS_TOKENS,
+        x, stats, S, H, *x.stride(), D=D, BLOCK_D=block_d, BLOCK_S=_STATS_BLOCK, TOKENS=_STATS_TOKENS,
         num_warps=4,
     )
-    return stats[:, :, 0].sum(1), stats[:, :, 1].amax(1), stats[:, :, 2].amin(1)
+    per_channel = granularity == "channel"
+    scale_shape = (B, H, block_d) if per_channel else (B, H)
+    mean = torch.empty(B, H, block_d, device=x.device, dtype=torch.float32) if smooth else None
+    scale = torch.empty(scale_shape, device=x.device, dtype=torch.float32)
+    descale = torch.empty(scale_shape, device=x.device, dtype=torch.float32)
+    _finalize_stats_kernel[(B * H,)](
+        stats, stats if mean is None else mean, scale, descale, n_chunks, S,
+        D=D, BLOCK_D=block_d, BLOCK_C=16, SMOOTH=smooth, PER_CHANNEL=per_channel, num_warps=4,
+    )
+    if granularity == "token":
+        return mean, None, None
+    return mean, scale, descale
 
 
 def quantize_fp8(
@@ -157,25 +221,13 @@ def quantize_fp8(
 
     mean = scale = None
     if smooth or granularity != "token":
-        total, hi, lo = _channel_stats(x, Dp)
-        if smooth:
-            mean = total / S
-            channel_amax = torch.maximum(hi - mean, mean - lo)
-        else:
-            channel_amax = torch.maximum(hi, -lo)
-        # A non-finite input makes its channel's sum non-finite: poison that channel's amax.
-        channel_amax = torch.where(torch.isfinite(total), channel_amax, float("nan"))
-        amax = channel_amax.amax(-1) if granularity == "head" else channel_amax
-        if granularity != "token":
-            scale = scale_from_amax(amax).contiguous()
-            descale = descale_from_amax(amax).view(B, H, *amax.shape[1:])
-
+        mean, scale, descale = _head_statistics(x, granularity, smooth, Dp)
     if granularity == "token":
         descale = torch.empty(B, H, S, device=x.device, dtype=torch.float32)
     mode = GRANULARITIES.index(granularity)
     dummy = x8  # placeholder pointer for arguments the chosen MODE never reads
     _cast_kernel[(B * H, triton.cdiv(S, _BLOCK_S))](
-        x, x8, dummy if mean is None else mean.contiguous(), dummy if scale is None else scale,
+        x, x8, dummy if mean is None else mean, dummy if scale is None else scale,
         descale if granularity == "token" else dummy,
         S, H, *x.stride(), *out_strides,
         D=D, BLOCK_D=Dp, BLOCK_S=_BLOCK_S, MODE=mode, SMOOTH=smooth,

@@ -34,10 +34,7 @@ def quantize_for_fa3(call: AttentionCall):
     """Per-head e4m3 Q, K, V in (B, H, S, D) contiguous memory and their (B, H) descales."""
     from accel.kernels import ops
 
-    q8, qd = ops.quantize_fp8(call.query, "head", False, False)
-    k8, kd = ops.quantize_fp8(call.key, "head", call.smooth_k, False)
-    v8, vd = ops.quantize_fp8(call.value, "head", False, False)
-    return q8, k8, v8, qd, kd, vd
+    return ops.quantize_qkv(call.query, call.key, call.value, "head", call.smooth_k, False)
 
 
 class FA3Backend(Backend):

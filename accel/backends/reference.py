@@ -93,7 +93,7 @@ class ReferenceBackend(Backend):
         return None
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        v_granularity = "channel" if call.granularity == "token" else "head"
+        v_granularity = "channel" if call.granularity == "token" else "head"  # as ops.value_granularity
         q8, qd = quantize_reference(call.query, call.granularity)
         k8, kd = quantize_reference(call.key, call.granularity, smooth=call.smooth_k)
         v8, vd = quantize_reference(call.value, v_granularity)

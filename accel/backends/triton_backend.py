@@ -29,10 +29,9 @@ class TritonBackend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
 
-        v_granularity = "channel" if call.granularity == "token" else "head"
-        q8, qd = ops.quantize_fp8(call.query, call.granularity, False, False)
-        k8, kd = ops.quantize_fp8(call.key, call.granularity, call.smooth_k, False)
-        v8t, vd = ops.quantize_fp8(call.value, v_granularity, False, True)
+        q8, k8, v8t, qd, kd, vd = ops.quantize_qkv(
+            call.query, call.key, call.value, call.granularity, call.smooth_k, True
+        )
         out, lse = ops.fp8_attention(
             q8, k8, v8t, qd, kd, vd, call.head_dim, call.scale, call.is_causal,
             call.query.dtype, call.layout, call.return_lse,
