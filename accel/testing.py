@@ -50,10 +50,11 @@ def activation_like_qkv(
         # |q.k_target| * scale ~ 3 * sqrt(head_dim): the target key dominates the row
         q = 0.5 * q + 3.0 * k[:, :, targets]
     if kind in ("outliers", "activation"):
-        # Independent picks for Q and K: the same 20-sigma channels in both would put logits at
-        # ~145 sigma, a one-hot softmax no trained model has.
-        q[..., torch.randperm(head_dim, generator=g, device=device)[:4]] *= 20.0
-        k[..., torch.randperm(head_dim, generator=g, device=device)[:4]] *= 20.0
+        # Disjoint channels for Q and K: shared 20-sigma channels would make one channel's
+        # product (~36 logits) decide every row, a one-hot softmax no trained model has.
+        channels = torch.randperm(head_dim, generator=g, device=device)[:8]
+        q[..., channels[:4]] *= 20.0
+        k[..., channels[4:]] *= 20.0
     if kind in ("offset_k", "activation"):
         magnitude = 4.0 + 4.0 * torch.rand(batch, heads, 1, head_dim, generator=g, device=device)
         sign = torch.where(torch.rand(batch, heads, 1, head_dim, generator=g, device=device) < 0.5, -1.0, 1.0)

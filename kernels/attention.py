@@ -9,30 +9,15 @@ with fp32 accumulators.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
-
 import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import cast_e4m3, interpreting, to_half
+from ._triton_utils import cast_e4m3, to_half
+from .configs import AttentionConfig, default_config, interpreting
 from .numerics import P_SCALE
 
 LOG2E = math.log2(math.e)
-
-
-class AttentionConfig(NamedTuple):
-    block_m: int
-    block_n: int
-    num_warps: int
-    num_stages: int
-
-
-def default_config(head_dim: int) -> AttentionConfig:
-    """Tile configuration for a padded head dim (measured on H100/H200: benchmarks/NOTES.md)."""
-    if interpreting():
-        return AttentionConfig(32, 32, 4, 1)  # the CPU interpreter: small tiles, fewer wasted rows
-    return AttentionConfig(128, 128, 4, 3)  # best of the sweep for D=64 and D=128 (H200, triton 3.6)
 
 
 @triton.jit
@@ -64,10 +49,9 @@ def _attend_blocks(
             if IS_CAUSAL:
                 valid = valid & (start_n + offs_n[None, :] <= offs_m[:, None])
             s = tl.where(valid, s, float("-inf"))
-        # Log2 units. The running max is rounded up to an integer, so rescaling by alpha is an
-        # exact power of two and e4m3(P * 256) rounds as it would against the final max: the
-        # result does not depend on the block size (the reference backend relies on this).
-        m_new = tl.maximum(m_i, tl.ceil(tl.max(s, 1) * q_scale))
+        # Log2 units. The row's largest score gets P = 1 exactly (256 in e4m3): peaked rows,
+        # common in DiTs, keep their dominant term unrounded.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * q_scale)
         alpha = tl.exp2(m_i - m_new)
         p = tl.exp2(s * q_scale[:, None] - m_new[:, None])  # one FFMA per score
         l_i = l_i * alpha + tl.sum(p, 1)  # the row sum uses unquantized P

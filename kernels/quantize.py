@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import interpreting, to_e4m3
+from ._triton_utils import to_e4m3
+from .configs import interpreting
 from .numerics import AMAX_EPS, E4M3_MAX
 
 _AMAX_EPS = tl.constexpr(AMAX_EPS)  # Triton kernels read globals only as constexpr

@@ -6,6 +6,7 @@ import torch
 import accel
 from accel.backends.env import fa3_reason, torch_quantized_reason
 from accel.testing import activation_like_qkv, exact_attention, rel_l2
+from error_bounds import BOUNDS
 
 pytestmark = pytest.mark.gpu
 
@@ -14,14 +15,6 @@ if torch.cuda.is_available() and fa3_reason() is None:
     GPU_BACKENDS.append("fa3")
 if torch.cuda.is_available() and torch_quantized_reason() is None:
     GPU_BACKENDS.append("torch")
-
-# Bounds: e4m3 keeps 3 mantissa bits (unit roundoff 2**-4); quantizing Q, K, V and P each adds
-# ~2-3% relative error, ~5% together on gaussian inputs (FA3 FP8 measures 0.053). The
-# activation-like kind (offset K, 20-sigma outlier channels, peaked rows) costs more; per-token
-# scales with smooth_k recover most of it. The CPU tests pin the same figures on the reference.
-BOUNDS = {("gaussian", "head"): 0.08, ("gaussian", "token"): 0.08,
-          ("activation", "head"): 0.40, ("activation", "token"): 0.22}
-
 
 def _cuda_gen():
     g = torch.Generator(device="cuda")
@@ -43,14 +36,15 @@ def _check(backend, heads, sq, skv, d, kind, granularity, is_causal=False, layou
     got = (out.transpose(1, 2) if layout == "bshd" else out)[:, :, sample]
     err = rel_l2(got, ref)
     assert err < BOUNDS[(kind, granularity)], f"{backend} {granularity} {kind}: rel L2 {err:.4f}"
-    if lse is not None:
-        assert torch.allclose(lse[:, :, sample].double(), ref_lse, atol=0.15, rtol=0.02)
+    if lse is not None:  # e4m3 Q and K: scores (and so the LSE) off by a few % of their size
+        lse_err = (lse[:, :, sample].double() - ref_lse).abs().max().item()
+        assert lse_err < 0.06 + 0.05 * ref_lse.abs().max().item(), lse_err
     return err
 
 
 @pytest.mark.parametrize("backend", GPU_BACKENDS)
 @pytest.mark.parametrize("granularity", ["head", "token"])
-@pytest.mark.parametrize("kind", ["gaussian", "activation"])
+@pytest.mark.parametrize("kind", ["gaussian", "offset_k", "outliers", "peaked", "activation"])
 @pytest.mark.parametrize("shape", [(2, 100, 77, 64), (3, 257, 257, 128), (4, 1000, 512, 128), (2, 300, 300, 80)])
 def test_small_shapes(backend, granularity, kind, shape):
     heads, sq, skv, d = shape
@@ -72,15 +66,19 @@ def test_real_shapes(backend, granularity, shape):
     _check(backend, heads, s, s, d, "activation", granularity, rows=128)
 
 
-def test_triton_matches_reference_on_gpu():
-    """Same numerics on the GPU: hardware casts and fp32 MMA order differ from the reference only
-    by rounding."""
+@pytest.mark.parametrize("kind", ["gaussian", "activation"])
+def test_triton_matches_reference_on_gpu(kind):
+    """Same numerics on the GPU: hardware casts and the tensor cores' FP8 accumulation differ
+    from the reference's fp32 arithmetic only by rounding, so the two agree far closer than
+    either agrees with exact attention."""
     g = _cuda_gen()
-    q, k, v = activation_like_qkv(2, 4, 700, 600, 128, "activation", device="cuda", generator=g)
+    q, k, v = activation_like_qkv(2, 4, 700, 600, 128, kind, device="cuda", generator=g)
+    ref, _ = exact_attention(q, k, v)
     for gran in ("head", "token"):
         out = accel.fp8_sdpa(q, k, v, granularity=gran, backend="triton")
-        ref = accel.fp8_sdpa(q, k, v, granularity=gran, backend="reference")
-        assert rel_l2(out, ref) < 0.01, gran
+        emu = accel.fp8_sdpa(q, k, v, granularity=gran, backend="reference")
+        assert rel_l2(out, emu) < 0.5 * rel_l2(emu, ref), gran
+        assert abs(rel_l2(out, ref) - rel_l2(emu, ref)) < 0.1 * rel_l2(emu, ref), gran
 
 
 def test_nonfinite_inputs_do_not_become_finite():

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
-
 import torch
+
+from accel.kernels.configs import interpreting as triton_interpreting  # noqa: F401 (re-export)
 
 #: FP8 tensor cores: Ada (SM89), Hopper (SM90), Blackwell (SM100+).
 MIN_FP8_CAPABILITY = (8, 9)
-
-
-def triton_interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @torch.compiler.assume_constant_result

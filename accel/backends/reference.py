@@ -1,9 +1,9 @@
 """Pure-torch emulation of the FP8 numerics of the Triton kernels; runs anywhere, CPU included.
 
 It quantizes exactly as the kernels do (same scales, same saturating round-to-nearest-even casts)
-and computes the softmax against the integer-rounded row max that the kernel's online softmax
-ends on, so the two agree to fp32 rounding (see kernels/attention.py). Slow: for tests and for
-running the numerics on machines without an FP8 GPU.
+and runs the same online softmax over the same key blocks, so the two agree to fp32 rounding
+(bit for bit under Triton's CPU interpreter). Slow: for tests and for running the numerics on
+machines without an FP8 GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from accel.kernels.configs import default_config
 from accel.kernels.numerics import E4M3_MAX, P_SCALE, descale_from_amax, scale_from_amax
 
 from .base import AttentionCall, Backend, to_layout
@@ -51,34 +52,44 @@ def attention_reference(
     v_descale: torch.Tensor,
     sm_scale: float,
     is_causal: bool = False,
+    block_n: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FP8 attention on quantized (B, H, S, D) inputs. Returns fp32 (out, lse)."""
+    """FP8 attention on quantized (B, H, S, D) inputs, key block by key block like the kernel
+    (``block_n`` defaults to the kernel's). Returns fp32 (out, lse)."""
+    block_n = block_n or default_config(q8.shape[-1]).block_n
     qk_scale = sm_scale * math.log2(math.e)
     k = k8.float()
     v = v8.float()
     Sq, Skv = q8.shape[2], k8.shape[2]
-    if v_descale.dim() == 3:  # per channel
-        v_descale = v_descale[:, :, None, :]
-    else:
-        v_descale = v_descale[:, :, None, None]
+    v_descale = v_descale[:, :, None, :] if v_descale.dim() == 3 else v_descale[:, :, None, None]
     outs, lses = [], []
     for start in range(0, Sq, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, Sq)
-        s = q8[:, :, start:stop].float() @ k.transpose(-1, -2)
-        # Same order of fp32 operations as the kernel: key scales, row max, then query scales.
         if q_descale.dim() == 3:
-            s = s * k_descale[:, :, None, :]
             q_scale = q_descale[:, :, start:stop, None] * qk_scale
         else:
             q_scale = (qk_scale * q_descale * k_descale)[:, :, None, None]
-        if is_causal:
-            rows = torch.arange(start, stop, device=s.device)[:, None]
-            s = s.masked_fill(torch.arange(Skv, device=s.device)[None, :] > rows, float("-inf"))
-        m = torch.ceil(s.amax(dim=-1, keepdim=True) * q_scale)
-        p = torch.exp2(s * q_scale - m)
-        row_sum = p.sum(dim=-1, keepdim=True)
-        p8 = (p * P_SCALE).clamp(max=E4M3_MAX).to(torch.float8_e4m3fn).float()
-        outs.append((p8 @ v) * (1.0 / (row_sum * P_SCALE)) * v_descale)
+        q = q8[:, :, start:stop].float()
+        rows = torch.arange(start, stop, device=q.device)[:, None]
+        m = torch.full((*q.shape[:3], 1), float("-inf"), device=q.device)
+        row_sum = torch.zeros_like(m)
+        acc = torch.zeros(*q.shape[:3], v.shape[-1], device=q.device)
+        # Same fp32 operations in the same order as the kernel's loop.
+        for n0 in range(0, Skv, block_n):
+            n1 = min(n0 + block_n, Skv)
+            s = q @ k[:, :, n0:n1].transpose(-1, -2)
+            if q_descale.dim() == 3:
+                s = s * k_descale[:, :, None, n0:n1]
+            if is_causal:
+                s = s.masked_fill(torch.arange(n0, n1, device=s.device)[None, :] > rows, float("-inf"))
+            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True) * q_scale)
+            alpha = torch.exp2(m - m_new)
+            p = torch.exp2(s * q_scale - m_new)
+            row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
+            p8 = (p * P_SCALE).to(torch.float8_e4m3fn).float()
+            acc = acc * alpha + p8 @ v[:, :, n0:n1]
+            m = m_new
+        outs.append(acc * (1.0 / (row_sum * P_SCALE)) * v_descale)
         lses.append((m + torch.log2(row_sum)).squeeze(-1) * math.log(2.0))
     return torch.cat(outs, dim=2), torch.cat(lses, dim=2)
 
