@@ -70,7 +70,7 @@ def _attend_blocks(
 def _fp8_attention_kernel(
     q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, out_ptr, lse_ptr,
     qk_scale, Sq, Skv, H,
-    sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d,
+    sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d, sqd_bh, skd_bh,
     so_b, so_h, so_s, so_d,
     D_OUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PER_TOKEN_QK: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
@@ -89,8 +89,8 @@ def _fp8_attention_kernel(
     vt_ptrs = vt_ptr + pid_bh * sv_bh + offs_d[:, None] * sv_d + offs_n[None, :]
     # q_scale turns raw FP8 scores into log2 units: softmax scale * log2(e) * descales.
     if PER_TOKEN_QK:
-        q_scale = tl.load(q_descale_ptr + pid_bh * Sq + offs_m, mask=m_ok, other=1.0) * qk_scale
-        k_descale_ptr += pid_bh * Skv
+        q_scale = tl.load(q_descale_ptr + pid_bh * sqd_bh + offs_m, mask=m_ok, other=1.0) * qk_scale
+        k_descale_ptr += pid_bh * skd_bh
     else:
         qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
         q_scale = tl.zeros([BLOCK_M], tl.float32) + qk_scale
@@ -153,6 +153,7 @@ def fp8_attention(
         q8, k8, v8t, q_descale, k_descale, v_descale, out, out if lse is None else lse,
         sm_scale * LOG2E, Sq, Skv, H,
         q8.stride(1), q8.stride(2), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
+        q_descale.stride(1), k_descale.stride(1),
         *out.stride(),
         D_OUT=head_dim, HEAD_DIM=Dp, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         PER_TOKEN_QK=q_descale.dim() == 3, PER_CHANNEL_V=v_descale.dim() == 3,

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from .attention import fp8_attention as _launch_attention
-from .quantize import GRANULARITIES, V_TOKEN_ALIGN, padded_head_dim
-from .quantize import quantize_fp8 as _launch_quantize
+from .quantize import GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many
 
 LAYOUTS = ("bhsd", "bshd")
 
@@ -25,11 +24,13 @@ def quantize_qkv(
     Q and K use ``granularity``; V uses one scale per head for ``"head"`` and one per channel
     for ``"token"``. ``smooth_k`` subtracts K's channel mean. ``transpose_v`` writes V as
     (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8, q_descale, k_descale, v_descale);
-    see :func:`accel.kernels.quantize.quantize_fp8` for shapes.
+    shapes as :func:`accel.kernels.quantize.quantize_fp8`.
     """
-    q8, qd = _launch_quantize(q, granularity, False, False)
-    k8, kd = _launch_quantize(k, granularity, smooth_k, False)
-    v8, vd = _launch_quantize(v, value_granularity(granularity), False, transpose_v)
+    (q8, qd), (k8, kd), (v8, vd) = quantize_many([
+        QuantizeJob(q, granularity),
+        QuantizeJob(k, granularity, smooth_k),
+        QuantizeJob(v, value_granularity(granularity), transpose=transpose_v),
+    ])
     return q8, k8, v8, qd, kd, vd
 
 
@@ -46,8 +47,12 @@ def _quantized_fake(x, granularity, transpose):
         x8 = x.new_empty((B, H, Dp, s_pad), dtype=torch.float8_e4m3fn)
     else:
         x8 = x.new_empty((B, H, S, Dp), dtype=torch.float8_e4m3fn)
-    descale_shape = {"head": (B, H), "token": (B, H, S), "channel": (B, H, Dp)}[granularity]
-    return x8, x.new_empty(descale_shape, dtype=torch.float32)
+    if granularity == "token":
+        s_pad = (S + V_TOKEN_ALIGN - 1) // V_TOKEN_ALIGN * V_TOKEN_ALIGN
+        descale = x.new_empty_strided((B, H, S), (H * s_pad, s_pad, 1), dtype=torch.float32)
+    else:
+        descale = x.new_empty((B, H, Dp) if granularity == "channel" else (B, H), dtype=torch.float32)
+    return x8, descale
 
 
 @quantize_qkv.register_fake

@@ -1,8 +1,10 @@
 """Fused FP8 quantization of attention inputs: statistics, smoothing, scaling and the e4m3 cast.
 
-One call turns a bf16/fp16 (B, H, S, D) view (any strides, so diffusers' (B, S, H, D) tensors are
-read in place) into a contiguous e4m3 copy in the layout the attention kernel wants, plus fp32
-descale factors:
+One call turns up to three bf16/fp16 (B, H, S, D) views (any strides, so diffusers' (B, S, H, D)
+tensors are read in place) into contiguous e4m3 copies in the layout the attention kernel wants,
+plus fp32 descale factors. Q, K and V go through each pass in the same launch (a third grid axis
+picks the tensor), so a whole attention call costs at most three quantization launches: the
+Python side of a Triton launch, not the GPU, dominates at short sequence lengths.
 
 * ``"token"``: one scale per (batch, head, token), computed inside the cast kernel from the row
   it already holds in registers: one read of the input, one write of the FP8 copy.
@@ -14,6 +16,9 @@ descale factors:
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import triton
@@ -36,15 +41,34 @@ V_TOKEN_ALIGN = 16
 
 
 @triton.jit
+def _pick(slot, a0, a1, a2):
+    """The slot-th of three same-typed values (slot is the launch's tensor index)."""
+    if slot == 0:
+        r = a0
+    elif slot == 1:
+        r = a1
+    else:
+        r = a2
+    return r
+
+
+@triton.jit
 def _channel_stats_kernel(
-    x_ptr, stats_ptr,
-    S, H, stride_b, stride_h, stride_s, stride_d,
+    x0, x1, x2, stats_ptr, S0, S1, S2, H,
+    sb0, sh0, ss0, sd0, sb1, sh1, ss1, sd1, sb2, sh2, ss2, sd2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr, TOKENS: tl.constexpr,
 ):
-    """Per (batch*head, chunk of TOKENS tokens): channel sum, max and min -> stats[bh, chunk, 3, BLOCK_D]."""
+    """Per (batch*head, chunk of TOKENS tokens, tensor): channel sum, max and min ->
+    stats[tensor, bh, chunk, 3, BLOCK_D]. Chunks past a tensor's length write neutral values."""
     pid_bh = tl.program_id(0)
     pid_chunk = tl.program_id(1)
-    n_chunks = tl.num_programs(1)
+    slot = tl.program_id(2)
+    x_ptr = _pick(slot, x0, x1, x2)
+    S = _pick(slot, S0, S1, S2)
+    stride_b = _pick(slot, sb0, sb1, sb2)
+    stride_h = _pick(slot, sh0, sh1, sh2)
+    stride_s = _pick(slot, ss0, ss1, ss2)
+    stride_d = _pick(slot, sd0, sd1, sd2)
     b = pid_bh // H
     h = pid_bh % H
     offs_d = tl.arange(0, BLOCK_D)
@@ -63,13 +87,11 @@ def _channel_stats_kernel(
         total += x
         hi = tl.maximum(hi, tl.where(ok, x, float("-inf")))
         lo = tl.minimum(lo, tl.where(ok, x, float("inf")))
-    total = tl.sum(total, 0)
-    hi = tl.max(hi, 0)
-    lo = tl.min(lo, 0)
-    out = stats_ptr + (pid_bh * n_chunks + pid_chunk).to(tl.int64) * (3 * BLOCK_D) + offs_d
-    tl.store(out, total)
-    tl.store(out + BLOCK_D, hi)
-    tl.store(out + 2 * BLOCK_D, lo)
+    row = (slot * tl.num_programs(0) + pid_bh) * tl.num_programs(1) + pid_chunk
+    out = stats_ptr + row.to(tl.int64) * (3 * BLOCK_D) + offs_d
+    tl.store(out, tl.sum(total, 0))
+    tl.store(out + BLOCK_D, tl.max(hi, 0))
+    tl.store(out + 2 * BLOCK_D, tl.min(lo, 0))
 
 
 @triton.jit
@@ -83,23 +105,21 @@ def _scales(amax):
 
 
 @triton.jit
-def _finalize_stats_kernel(
-    stats_ptr, mean_ptr, scale_ptr, descale_ptr, n_chunks, S,
+def _finalize_one(
+    stats_ptr, mean_ptr, scale_ptr, descale_ptr, pid_bh, n_chunks, S,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
     SMOOTH: tl.constexpr, PER_CHANNEL: tl.constexpr,
 ):
-    """Per (batch*head): reduce the chunk statistics to the channel mean (if SMOOTH) and the
-    scale/descale of the whole head, or of each channel (PER_CHANNEL)."""
-    pid_bh = tl.program_id(0)
+    """Reduce one head's chunk statistics to its channel mean (if SMOOTH) and the scale/descale
+    of the whole head, or of each channel (PER_CHANNEL)."""
     offs_c = tl.arange(0, BLOCK_C)
     offs_d = tl.arange(0, BLOCK_D)
-    base = stats_ptr + pid_bh.to(tl.int64) * n_chunks * (3 * BLOCK_D)
     total = tl.zeros([BLOCK_D], tl.float32)
     hi = tl.full([BLOCK_D], float("-inf"), tl.float32)
     lo = tl.full([BLOCK_D], float("inf"), tl.float32)
     for c0 in range(0, n_chunks, BLOCK_C):
         c_ok = (c0 + offs_c < n_chunks)[:, None]
-        ptrs = base + (c0 + offs_c)[:, None] * (3 * BLOCK_D) + offs_d[None, :]
+        ptrs = stats_ptr + (c0 + offs_c)[:, None] * (3 * BLOCK_D) + offs_d[None, :]
         total += tl.sum(tl.load(ptrs, mask=c_ok, other=0.0), 0)
         hi = tl.maximum(hi, tl.max(tl.load(ptrs + BLOCK_D, mask=c_ok, other=float("-inf")), 0))
         lo = tl.minimum(lo, tl.min(tl.load(ptrs + 2 * BLOCK_D, mask=c_ok, other=float("inf")), 0))
@@ -127,18 +147,37 @@ def _finalize_stats_kernel(
 
 
 @triton.jit
-def _cast_kernel(
-    x_ptr, out_ptr, mean_ptr, scale_ptr, descale_ptr,
-    S, H,
-    sx_b, sx_h, sx_s, sx_d,
-    so_bh, so_s, so_d,
+def _finalize_stats_kernel(
+    stats_ptr, mean0, mean1, mean2, scale0, scale1, scale2, descale0, descale1, descale2,
+    S0, S1, S2, max_chunks,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr, STATS_TOKENS: tl.constexpr,
+    SMOOTH0: tl.constexpr, SMOOTH1: tl.constexpr, SMOOTH2: tl.constexpr,
+    PER_CHANNEL0: tl.constexpr, PER_CHANNEL1: tl.constexpr, PER_CHANNEL2: tl.constexpr,
+):
+    """Per (batch*head, tensor): see _finalize_one. Each tensor has its own compile-time flags."""
+    pid_bh = tl.program_id(0)
+    slot = tl.program_id(1)
+    stats = stats_ptr + (slot * tl.num_programs(0) + pid_bh).to(tl.int64) * max_chunks * (3 * BLOCK_D)
+    if slot == 0:
+        _finalize_one(stats, mean0, scale0, descale0, pid_bh, tl.cdiv(S0, STATS_TOKENS), S0,
+                      D, BLOCK_D, BLOCK_C, SMOOTH0, PER_CHANNEL0)
+    elif slot == 1:
+        _finalize_one(stats, mean1, scale1, descale1, pid_bh, tl.cdiv(S1, STATS_TOKENS), S1,
+                      D, BLOCK_D, BLOCK_C, SMOOTH1, PER_CHANNEL1)
+    else:
+        _finalize_one(stats, mean2, scale2, descale2, pid_bh, tl.cdiv(S2, STATS_TOKENS), S2,
+                      D, BLOCK_D, BLOCK_C, SMOOTH2, PER_CHANNEL2)
+
+
+@triton.jit
+def _cast_one(
+    x_ptr, out_ptr, mean_ptr, scale_ptr, descale_ptr, pid_bh, pid_s,
+    S, H, sx_b, sx_h, sx_s, sx_d, so_bh, so_s, so_d, sds_bh,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     MODE: tl.constexpr, SMOOTH: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head (given);
     1: one scale per token (computed here, descale written); 2: one scale per channel (given)."""
-    pid_bh = tl.program_id(0)
-    pid_s = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -157,7 +196,7 @@ def _cast_kernel(
         # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
         n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
         scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
-        tl.store(descale_ptr + pid_bh.to(tl.int64) * S + offs_s, descale, mask=s_ok)
+        tl.store(descale_ptr + pid_bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
         y = x * scale[:, None]
     elif MODE == 0:
         y = x * tl.load(scale_ptr + pid_bh)
@@ -168,35 +207,141 @@ def _cast_kernel(
     tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
 
 
+@triton.jit
+def _cast_kernel(
+    x0, x1, x2, out0, out1, out2, mean0, mean1, mean2, scale0, scale1, scale2,
+    descale0, descale1, descale2, S0, S1, S2, H,
+    sb0, sh0, ss0, sd0, sb1, sh1, ss1, sd1, sb2, sh2, ss2, sd2,
+    ob0, os0, od0, ob1, os1, od1, ob2, os2, od2, dsb0, dsb1, dsb2,
+    D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
+    MODE0: tl.constexpr, MODE1: tl.constexpr, MODE2: tl.constexpr,
+    SMOOTH0: tl.constexpr, SMOOTH1: tl.constexpr, SMOOTH2: tl.constexpr,
+    EMULATE_CAST: tl.constexpr,
+):
+    """Per (batch*head, tile of BLOCK_S tokens, tensor): see _cast_one."""
+    pid_bh = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    slot = tl.program_id(2)
+    if slot == 0:
+        _cast_one(x0, out0, mean0, scale0, descale0, pid_bh, pid_s, S0, H, sb0, sh0, ss0, sd0,
+                  ob0, os0, od0, dsb0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, EMULATE_CAST)
+    elif slot == 1:
+        _cast_one(x1, out1, mean1, scale1, descale1, pid_bh, pid_s, S1, H, sb1, sh1, ss1, sd1,
+                  ob1, os1, od1, dsb1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, EMULATE_CAST)
+    else:
+        _cast_one(x2, out2, mean2, scale2, descale2, pid_bh, pid_s, S2, H, sb2, sh2, ss2, sd2,
+                  ob2, os2, od2, dsb2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, EMULATE_CAST)
+
+
 def padded_head_dim(head_dim: int) -> int:
     """Head dim the kernels compute with: the next power of two, at least 32 (FP8 MMA's K step)."""
     return max(32, triton.next_power_of_2(head_dim))
 
 
-def _head_statistics(
-    x: torch.Tensor, granularity: str, smooth: bool, block_d: int
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Two launches: chunk statistics, then per-(batch, head) mean and scales. Returns
-    (mean or None, scale, descale); scales are None for ``"token"`` (the cast computes them)."""
-    B, H, S, D = x.shape
-    n_chunks = triton.cdiv(S, _STATS_TOKENS)
-    stats = torch.empty(B * H, n_chunks, 3, block_d, device=x.device, dtype=torch.float32)
-    _channel_stats_kernel[(B * H, n_chunks)](
-        x, stats, S, H, *x.stride(), D=D, BLOCK_D=block_d, BLOCK_S=_STATS_BLOCK, TOKENS=_STATS_TOKENS,
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+class QuantizeJob(NamedTuple):
+    """One tensor to quantize: a (B, H, S, D) view and how (see :func:`quantize_fp8`)."""
+
+    x: torch.Tensor
+    granularity: str
+    smooth: bool = False
+    transpose: bool = False
+
+
+def quantize_many(jobs: Sequence[QuantizeJob]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Quantize up to three tensors of one (B, H, *, D) shape family in at most three launches
+    (statistics, finalize, cast). Returns ``(x8, descale)`` per job, as :func:`quantize_fp8`."""
+    if not 1 <= len(jobs) <= 3:
+        raise ValueError(f"quantize_many takes 1 to 3 tensors, got {len(jobs)}")
+    for job in jobs:
+        if job.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {job.granularity!r}")
+    B, H, _, D = jobs[0].x.shape
+    device = jobs[0].x.device
+    Dp = padded_head_dim(D)
+    f32 = dict(device=device, dtype=torch.float32)
+    outs, descales, means, scales, out_strides, descale_strides = [], [], [], [], [], []
+    for job in jobs:
+        S = job.x.shape[2]
+        if job.transpose:
+            s_pad = _round_up(S, V_TOKEN_ALIGN)
+            x8 = torch.empty(B, H, Dp, s_pad, device=device, dtype=torch.float8_e4m3fn)
+            out_strides.append((Dp * s_pad, 1, s_pad))
+        else:
+            x8 = torch.empty(B, H, S, Dp, device=device, dtype=torch.float8_e4m3fn)
+            out_strides.append((S * Dp, Dp, 1))
+        outs.append(x8)
+        if job.granularity == "token":
+            # Rows padded to 16 floats so that the attention kernel's loads stay aligned.
+            s_pad = _round_up(S, V_TOKEN_ALIGN)
+            descales.append(torch.empty_strided((B, H, S), (H * s_pad, s_pad, 1), **f32))
+            descale_strides.append(s_pad)
+        else:
+            shape = (B, H, Dp) if job.granularity == "channel" else (B, H)
+            descales.append(torch.empty(shape, **f32))
+            descale_strides.append(0)
+        scales.append(None if job.granularity == "token" else torch.empty_like(descales[-1]))
+        means.append(torch.empty(B, H, Dp, **f32) if job.smooth else None)
+
+    # Pass 1 and 2, for the tensors that need a whole-head reduction before their cast.
+    stat_slots = [i for i, job in enumerate(jobs) if job.smooth or job.granularity != "token"]
+    if stat_slots:
+        _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp)
+
+    # Pass 3: the cast, every tensor in one launch.
+    def per_slot(values, fill):
+        values = list(values)
+        return values + [fill] * (3 - len(values))
+
+    xs = [job.x for job in jobs]
+    dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
+    n_tiles = max(triton.cdiv(x.shape[2], _BLOCK_S) for x in xs)
+    _cast_kernel[(B * H, n_tiles, len(jobs))](
+        *per_slot(xs, xs[0]), *per_slot(outs, dummy),
+        *per_slot((dummy if m is None else m for m in means), dummy),
+        *per_slot((dummy if s is None else s for s in scales), dummy),
+        *per_slot(descales, dummy),
+        *per_slot((x.shape[2] for x in xs), 0), H,
+        *[st for x in per_slot(xs, xs[0]) for st in x.stride()],
+        *[st for o in per_slot(out_strides, (0, 0, 0)) for st in o],
+        *per_slot(descale_strides, 0),
+        D=D, BLOCK_D=Dp, BLOCK_S=_BLOCK_S,
+        **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(per_slot(jobs, jobs[0]))},
+        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(per_slot(jobs, jobs[0]))},
+        EMULATE_CAST=interpreting(), num_warps=4,
+    )
+    return list(zip(outs, descales))
+
+
+def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp):
+    """Chunk statistics of the tensors in ``slots`` (one launch), then their per-head mean and
+    scales (one launch), written into ``means``/``scales``/``descales``."""
+    xs = [jobs[i].x for i in slots]
+    lengths = [x.shape[2] for x in xs]
+    max_chunks = max(triton.cdiv(S, _STATS_TOKENS) for S in lengths)
+    stats = torch.empty(len(slots), B * H, max_chunks, 3, Dp, device=xs[0].device, dtype=torch.float32)
+
+    def per_slot(values, fill):
+        values = list(values)
+        return values + [fill] * (3 - len(values))
+
+    _channel_stats_kernel[(B * H, max_chunks, len(slots))](
+        *per_slot(xs, xs[0]), stats, *per_slot(lengths, 0), H,
+        *[st for x in per_slot(xs, xs[0]) for st in x.stride()],
+        D=D, BLOCK_D=Dp, BLOCK_S=_STATS_BLOCK, TOKENS=_STATS_TOKENS, num_warps=4,
+    )
+    chosen = [jobs[i] for i in slots]
+    pick = lambda seq: per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
+    _finalize_stats_kernel[(B * H, len(slots))](
+        stats, *pick(means), *pick(scales), *pick(descales), *per_slot(lengths, 1), max_chunks,
+        D=D, BLOCK_D=Dp, BLOCK_C=16, STATS_TOKENS=_STATS_TOKENS,
+        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(per_slot(chosen, chosen[0]))},
+        **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(per_slot(chosen, chosen[0]))},
         num_warps=4,
     )
-    per_channel = granularity == "channel"
-    scale_shape = (B, H, block_d) if per_channel else (B, H)
-    mean = torch.empty(B, H, block_d, device=x.device, dtype=torch.float32) if smooth else None
-    scale = torch.empty(scale_shape, device=x.device, dtype=torch.float32)
-    descale = torch.empty(scale_shape, device=x.device, dtype=torch.float32)
-    _finalize_stats_kernel[(B * H,)](
-        stats, stats if mean is None else mean, scale, descale, n_chunks, S,
-        D=D, BLOCK_D=block_d, BLOCK_C=16, SMOOTH=smooth, PER_CHANNEL=per_channel, num_warps=4,
-    )
-    if granularity == "token":
-        return mean, None, None
-    return mean, scale, descale
 
 
 def quantize_fp8(
@@ -210,33 +355,8 @@ def quantize_fp8(
     Returns ``(x8, descale)``. ``x8`` is (B, H, S, Dp) contiguous, or with ``transpose`` (B, H, Dp,
     S_pad) with tokens contiguous (S_pad = S rounded up to 16, padding never read), where Dp is
     :func:`padded_head_dim` and padded channels are zero. ``descale`` is fp32 of shape (B, H) for
-    ``"head"``, (B, H, S) for ``"token"``, (B, H, Dp) for ``"channel"``. ``smooth`` subtracts the
-    per-(batch, head) channel mean over tokens before quantizing (the caller accounts for it).
+    ``"head"``, (B, H, S) for ``"token"`` (rows 16-float aligned), (B, H, Dp) for ``"channel"``.
+    ``smooth`` subtracts the per-(batch, head) channel mean over tokens before quantizing (the
+    caller accounts for it).
     """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    B, H, S, D = x.shape
-    Dp = padded_head_dim(D)
-    if transpose:
-        s_pad = triton.cdiv(S, V_TOKEN_ALIGN) * V_TOKEN_ALIGN
-        x8 = torch.empty(B, H, Dp, s_pad, device=x.device, dtype=torch.float8_e4m3fn)
-        out_strides = (Dp * s_pad, 1, s_pad)
-    else:
-        x8 = torch.empty(B, H, S, Dp, device=x.device, dtype=torch.float8_e4m3fn)
-        out_strides = (S * Dp, Dp, 1)
-
-    mean = scale = None
-    if smooth or granularity != "token":
-        mean, scale, descale = _head_statistics(x, granularity, smooth, Dp)
-    if granularity == "token":
-        descale = torch.empty(B, H, S, device=x.device, dtype=torch.float32)
-    mode = GRANULARITIES.index(granularity)
-    dummy = x8  # placeholder pointer for arguments the chosen MODE never reads
-    _cast_kernel[(B * H, triton.cdiv(S, _BLOCK_S))](
-        x, x8, dummy if mean is None else mean, dummy if scale is None else scale,
-        descale if granularity == "token" else dummy,
-        S, H, *x.stride(), *out_strides,
-        D=D, BLOCK_D=Dp, BLOCK_S=_BLOCK_S, MODE=mode, SMOOTH=smooth,
-        EMULATE_CAST=interpreting(), num_warps=4,
-    )
-    return x8, descale
+    return quantize_many([QuantizeJob(x, granularity, smooth, transpose)])[0]

@@ -1,13 +1,15 @@
 """Facts about this process's environment that decide which backends can run.
 
-Each answer is cached and marked constant for torch.compile, so the dispatch code in
+Each answer is memoized and marked constant for torch.compile, so the dispatch code in
 ``fp8_sdpa`` traces without graph breaks: the environment does not change during a run.
+(A plain dict, not functools.cache: Dynamo would trace through the cache wrapper.)
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
+from collections.abc import Callable
+
 import torch
 
 from accel.kernels.configs import interpreting as triton_interpreting  # noqa: F401 (re-export)
@@ -15,20 +17,30 @@ from accel.kernels.configs import interpreting as triton_interpreting  # noqa: F
 #: FP8 tensor cores: Ada (SM89), Hopper (SM90), Blackwell (SM100+).
 MIN_FP8_CAPABILITY = (8, 9)
 
+_memo: dict[str, object] = {}
 
-@torch.compiler.assume_constant_result
-@functools.cache
-def triton_reason() -> str | None:
+
+def _memoized(key: str, compute: Callable[[], object]):
+    if key not in _memo:
+        _memo[key] = compute()
+    return _memo[key]
+
+
+def _import_reason(module: str, what: str) -> str | None:
     try:
-        import triton  # noqa: F401
-    except ImportError:
-        return "triton is not installed (pip install triton; Linux only)"
+        importlib.import_module(module)
+    except Exception as exc:  # ImportError, or a broken CUDA extension
+        return f"{what} is not importable: {exc}"
     return None
 
 
-@functools.cache
+@torch.compiler.assume_constant_result
+def triton_reason() -> str | None:
+    return _memoized("triton", lambda: _import_reason("triton", "triton (pip install triton; Linux only)"))
+
+
 def _capability(index: int) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
+    return _memoized(f"capability{index}", lambda: torch.cuda.get_device_capability(index))
 
 
 @torch.compiler.assume_constant_result
@@ -52,20 +64,18 @@ def is_hopper(index: int) -> bool:
 
 
 @torch.compiler.assume_constant_result
-@functools.cache
 def fa3_reason() -> str | None:
     """None if FlashAttention-3's Python interface imports, else why not."""
-    try:
-        importlib.import_module("flash_attn_interface")
-    except Exception as exc:  # ImportError, or a broken CUDA extension
-        return f"flash_attn_interface (FlashAttention-3) is not importable: {exc}"
-    return None
+    return _memoized("fa3", lambda: _import_reason("flash_attn_interface", "flash_attn_interface (FlashAttention-3)"))
 
 
 @torch.compiler.assume_constant_result
-@functools.cache
 def torch_quantized_reason() -> str | None:
     """None if torch's experimental FP8 SDPA op and an FA3 implementation for it are present."""
+    return _memoized("torch_quantized", _torch_quantized_reason)
+
+
+def _torch_quantized_reason() -> str | None:
     try:
         from torch.nn.attention.experimental._scaled_dot_product_attention_quantized import (  # noqa: F401
             _scaled_dot_product_attention_quantized,

@@ -1,0 +1,67 @@
+"""torch.compile(fullgraph=True) traces through fp8_sdpa: no graph break, shapes from the fakes."""
+
+import pytest
+import torch
+
+import accel
+from accel.kernels.configs import interpreting
+from accel.testing import activation_like_qkv, rel_l2
+
+
+class Block(torch.nn.Module):
+    def __init__(self, backend, granularity):
+        super().__init__()
+        self.proj = torch.nn.Linear(64, 64, dtype=torch.bfloat16)
+        self.backend, self.granularity = backend, granularity
+
+    def forward(self, q, k, v):
+        out = accel.fp8_sdpa(q, k, v, layout="bshd", backend=self.backend, granularity=self.granularity)
+        return self.proj(out)
+
+
+def _backends():
+    backends = ["reference"]
+    if interpreting() or torch.cuda.is_available():
+        backends.append("triton")
+    return backends
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_fullgraph_compile(backend, granularity, gen):
+    torch._dynamo.reset()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    q, k, v = activation_like_qkv(1, 33, 45, 2, 64, "gaussian", layout="bshd", generator=gen)
+    q, k, v = (t.to(device) for t in (q, k, v))
+    block = Block(backend, granularity).to(device)
+    eager = block(q, k, v)
+    explanation = torch._dynamo.explain(block)(q, k, v)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    out = compiled(q, k, v)
+    assert out.shape == eager.shape and rel_l2(out, eager) < 1e-2
+
+
+def test_fake_tensor_shapes():
+    """The custom ops' fake implementations agree with the real ones on shapes and strides."""
+    pytest.importorskip("triton")
+    if not (interpreting() or torch.cuda.is_available()):
+        pytest.skip("needs the Triton interpreter or a GPU")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from accel.kernels import ops
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    q, k, v = (torch.randn(2, 3, n, 80, device=device).bfloat16() for n in (37, 50, 50))
+    for gran in ("head", "token"):
+        real = ops.quantize_qkv(q, k, v, gran, True, True)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake = ops.quantize_qkv(*(mode.from_tensor(t) for t in (q, k, v)), gran, True, True)
+        for r, f in zip(real, fake):
+            assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+        out_real = ops.fp8_attention(*real, 80, 0.1, False, torch.bfloat16, "bshd", True)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            out_fake = ops.fp8_attention(*(mode.from_tensor(t) for t in real), 80, 0.1, False,
+                                         torch.bfloat16, "bshd", True)
+        for r, f in zip(out_real, out_fake):
+            assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()

@@ -1,0 +1,81 @@
+"""The reference backend (our FP8 numerics in pure torch) against fp64 exact attention."""
+
+import pytest
+import torch
+
+import accel
+from accel.backends.reference import quantize_reference
+from accel.kernels.numerics import E4M3_MAX
+from accel.testing import INPUT_KINDS, activation_like_qkv, cosine, exact_attention, rel_l2
+from error_bounds import BOUNDS
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_error_within_bounds(kind, granularity, gen):
+    q, k, v = activation_like_qkv(1, 4, 384, 320, 128, kind, generator=gen)
+    ref, ref_lse = exact_attention(q, k, v)
+    out, lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="reference", return_lse=True)
+    err = rel_l2(out, ref)
+    assert err < BOUNDS[(kind, granularity)], err
+    assert cosine(out, ref) > 0.99
+    # bf16 attention is 20x more accurate: the error above is FP8's, not the harness's
+    assert rel_l2(torch.nn.functional.scaled_dot_product_attention(q, k, v), ref) < err / 10
+    assert (lse.double() - ref_lse).abs().max() < 0.06 + 0.05 * ref_lse.abs().max()
+
+
+def test_smoothing_and_token_scales_halve_offset_k_error(gen):
+    """The acceptance criterion: on K with a channel offset, token scales + smooth_k have at
+    most half the error of per-head scales without smoothing."""
+    q, k, v = activation_like_qkv(2, 4, 256, 256, 128, "offset_k", generator=gen)
+    ref, _ = exact_attention(q, k, v)
+    plain = rel_l2(accel.fp8_sdpa(q, k, v, granularity="head", smooth_k=False, backend="reference"), ref)
+    fine = rel_l2(accel.fp8_sdpa(q, k, v, granularity="token", smooth_k=True, backend="reference"), ref)
+    assert fine <= 0.5 * plain, (fine, plain)
+
+
+def test_token_scales_help_outliers(gen):
+    q, k, v = activation_like_qkv(1, 4, 256, 256, 128, "outliers", generator=gen)
+    ref, _ = exact_attention(q, k, v)
+    head = rel_l2(accel.fp8_sdpa(q, k, v, granularity="head", backend="reference"), ref)
+    token = rel_l2(accel.fp8_sdpa(q, k, v, granularity="token", backend="reference"), ref)
+    assert token < head
+
+
+@pytest.mark.parametrize("layout", ["bhsd", "bshd"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_causal_cross_layouts_dtypes(layout, dtype, gen):
+    q, k, v = activation_like_qkv(2, 3, 90, 90, 64, "gaussian", layout=layout, dtype=dtype, generator=gen)
+    out = accel.fp8_sdpa(q, k, v, is_causal=True, layout=layout, backend="reference")
+    ref, _ = exact_attention(q, k, v, is_causal=True, layout=layout)
+    assert out.dtype == dtype and out.shape == q.shape
+    assert rel_l2(out.transpose(1, 2) if layout == "bshd" else out, ref) < BOUNDS[("gaussian", "head")]
+    q, k, v = activation_like_qkv(2, 3, 70, 512, 64, "gaussian", layout=layout, dtype=dtype, generator=gen)
+    out = accel.fp8_sdpa(q, k, v, layout=layout, backend="reference", scale=0.2)
+    ref, _ = exact_attention(q, k, v, layout=layout, scale=0.2)
+    assert rel_l2(out.transpose(1, 2) if layout == "bshd" else out, ref) < BOUNDS[("gaussian", "head")]
+
+
+def test_odd_head_dim(gen):
+    q, k, v = activation_like_qkv(1, 2, 50, 60, 80, "gaussian", generator=gen)
+    ref, _ = exact_attention(q, k, v)
+    assert rel_l2(accel.fp8_sdpa(q, k, v, backend="reference"), ref) < BOUNDS[("gaussian", "head")]
+
+
+def test_quantization_contract(gen):
+    x = torch.randn(2, 3, 40, 64, generator=gen).bfloat16() * 5
+    for gran, shape in (("head", (2, 3)), ("token", (2, 3, 40)), ("channel", (2, 3, 64))):
+        x8, descale = quantize_reference(x, gran)
+        assert x8.dtype == torch.float8_e4m3fn and descale.shape == shape
+        assert x8.float().abs().max() == E4M3_MAX  # the amax maps onto e4m3's largest value
+        # dequantized values are within half an e4m3 step (2**-4 relative) of the input
+        if gran == "head":
+            deq = x8.float() * descale[..., None, None]
+        elif gran == "token":
+            deq = x8.float() * descale[..., None]
+        else:
+            deq = x8.float() * descale[..., None, :]
+        assert ((deq - x.float()).abs() <= x.float().abs() * 2**-4 + descale.max() * 2**-9).all()
+    zeros = torch.zeros(1, 1, 8, 64, dtype=torch.bfloat16)
+    x8, descale = quantize_reference(zeros, "head")
+    assert (x8.float() == 0).all() and (descale == 1).all()

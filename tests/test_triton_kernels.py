@@ -1,0 +1,155 @@
+"""The real Triton kernels (on the CPU through Triton's interpreter, or on a GPU) against the
+reference backend, which emulates the same numerics in torch."""
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+import accel  # noqa: E402
+from accel.kernels._triton_utils import to_e4m3  # noqa: E402
+from accel.backends.reference import quantize_reference  # noqa: E402
+from accel.kernels.configs import interpreting  # noqa: E402
+from accel.testing import activation_like_qkv, rel_l2  # noqa: E402
+
+DEVICE = "cpu" if interpreting() else "cuda"
+if DEVICE == "cuda" and not torch.cuda.is_available():
+    pytest.skip("needs TRITON_INTERPRET=1 or a CUDA GPU", allow_module_level=True)
+# Under the interpreter both sides do the same fp32 arithmetic: outputs agree to a bf16 rounding
+# or two. On a GPU the tensor cores accumulate FP8 products in their own order and precision.
+TOL = 2e-3 if interpreting() else 3e-2
+
+
+def _gen():
+    g = torch.Generator(device=DEVICE)
+    g.seed()
+    return g
+
+
+@pytest.mark.parametrize("granularity", ["head", "token"])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_quantize_matches_reference(granularity, smooth):
+    from accel.kernels.quantize import quantize_fp8
+
+    x = activation_like_qkv(2, 3, 150, 150, 64, "activation", device=DEVICE, generator=_gen())[1]
+    x8, descale = quantize_fp8(x, granularity, smooth)
+    r8, rdescale = quantize_reference(x, granularity, smooth)
+    assert torch.equal(descale, rdescale) if not smooth else torch.allclose(descale, rdescale, rtol=1e-6)
+    mismatch = (x8.float() != r8.float()).float().mean().item()
+    # the kernel's chunked channel mean differs from torch's by ulps: rare one-step roundings
+    assert mismatch == 0 if not smooth else mismatch < 1e-3
+
+
+def test_quantize_transposed_and_per_channel():
+    from accel.kernels.quantize import quantize_fp8
+
+    v = activation_like_qkv(1, 2, 77, 77, 64, "gaussian", device=DEVICE, generator=_gen())[2]
+    v8t, descale = quantize_fp8(v, "channel", transpose=True)
+    r8, rdescale = quantize_reference(v, "channel")
+    assert v8t.shape == (1, 2, 64, 80)  # tokens padded to 16
+    assert torch.equal(v8t[..., :77].transpose(-1, -2).float(), r8.float())
+    assert torch.equal(descale, rdescale)
+
+
+def test_padded_head_dim_is_zero_filled():
+    from accel.kernels.quantize import quantize_fp8
+
+    x = torch.randn(1, 1, 20, 80, device=DEVICE, generator=_gen()).bfloat16()
+    x8, _ = quantize_fp8(x, "token")
+    assert x8.shape[-1] == 128 and (x8[..., 80:].float() == 0).all()
+
+
+SHAPES = [  # (B, H, Sq, Skv, D): ragged lengths, cross-attention, padded head dims
+    (1, 2, 100, 77, 64), (2, 1, 70, 70, 128), (1, 2, 33, 130, 80), (1, 1, 5, 40, 32), (1, 1, 64, 1, 64),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_attention_matches_reference(shape, granularity):
+    B, H, Sq, Skv, D = shape
+    q, k, v = activation_like_qkv(B, H, Sq, Skv, D, "activation", device=DEVICE, generator=_gen())
+    out, lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="triton", return_lse=True)
+    ref, ref_lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="reference", return_lse=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert rel_l2(out, ref) < TOL
+    assert torch.allclose(lse, ref_lse, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["bhsd", "bshd"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_causal_layouts_dtypes(layout, dtype):
+    q, k, v = activation_like_qkv(1, 2, 90, 90, 64, "gaussian", layout=layout, dtype=dtype,
+                                  device=DEVICE, generator=_gen())
+    for granularity in ("head", "token"):
+        out = accel.fp8_sdpa(q, k, v, is_causal=True, layout=layout, granularity=granularity, backend="triton")
+        ref = accel.fp8_sdpa(q, k, v, is_causal=True, layout=layout, granularity=granularity, backend="reference")
+        assert out.dtype == dtype and out.shape == q.shape
+        assert rel_l2(out, ref) < TOL
+
+
+def test_strided_inputs_are_read_in_place():
+    """Any strides: a slice of a fused QKV projection, as diffusers produces, is not copied."""
+    qkv = torch.randn(1, 48, 3, 2, 64, device=DEVICE, generator=_gen()).bfloat16()  # (B, S, 3, H, D)
+    q, k, v = qkv.unbind(2)
+    assert not q.is_contiguous()
+    out = accel.fp8_sdpa(q, k, v, layout="bshd", backend="triton")
+    ref = accel.fp8_sdpa(q.contiguous(), k.contiguous(), v.contiguous(), layout="bshd", backend="reference")
+    assert rel_l2(out, ref) < TOL
+
+
+def test_output_fully_written():
+    """Poisoned allocations: every output element must come from the kernel."""
+    q, k, v = activation_like_qkv(1, 2, 45, 45, 64, "gaussian", device=DEVICE, generator=_gen())
+    torch.empty(10_000_000, device=DEVICE).fill_(float("nan"))  # dirty the allocator's memory
+    out = accel.fp8_sdpa(q, k, v, backend="triton", granularity="token")
+    assert out.isfinite().all()
+
+
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_nonfinite_inputs_never_become_finite(granularity):
+    q, k, v = activation_like_qkv(1, 2, 40, 40, 64, "gaussian", device=DEVICE, generator=_gen())
+    for tensor, where in ((k, (0, 1, 17, 5)), (v, (0, 1, 3, 9)), (q, (0, 1, 7, 2))):
+        bad = tensor.clone()
+        bad[where] = float("inf") if tensor is not v else float("nan")
+        args = [bad if t is tensor else t for t in (q, k, v)]
+        out = accel.fp8_sdpa(*args, granularity=granularity, backend="triton")
+        assert out[:, 0].isfinite().all()  # head 0 is untouched
+        affected = out[:, 1]
+        if tensor is q and granularity == "token":
+            assert affected[:, 7].isnan().all() and affected[:, :7].isfinite().all()
+        elif tensor is v and granularity == "token":  # per-channel V scales: channel 9 only
+            assert affected[..., 9].isnan().all()
+        else:
+            assert affected.isnan().all()
+
+
+@triton.jit
+def _cast_kernel(x_ptr, y_ptr, N: tl.constexpr, EMULATE: tl.constexpr):
+    offs = tl.arange(0, N)
+    tl.store(y_ptr + offs, to_e4m3(tl.load(x_ptr + offs), EMULATE))
+
+
+def test_emulated_e4m3_cast_matches_torch():
+    """The interpreter's own fp32 -> fp8 cast is wrong at mantissa carries; ours must not be."""
+    x = torch.randn(1 << 14, device=DEVICE, generator=_gen()) * torch.logspace(-4, 3, 1 << 14, device=DEVICE)
+    x[:4] = torch.tensor([125.9, 200.0, 500.0, -1e4])  # carry, tie-to-even, saturation
+    y = torch.empty(1 << 14, device=DEVICE, dtype=torch.float8_e4m3fn)
+    _cast_kernel[(1,)](x, y, N=1 << 14, EMULATE=interpreting())
+    expected = x.clamp(-448, 448).to(torch.float8_e4m3fn)
+    assert torch.equal(y.float(), expected.float())
+
+
+def test_lse_of_true_scores_with_smoothing():
+    """smooth_k shifts each row's scores; the returned LSE is that of the unshifted scores."""
+    q, k, v = activation_like_qkv(1, 2, 30, 50, 64, "offset_k", device=DEVICE, generator=_gen())
+    _, lse = accel.fp8_sdpa(q, k, v, backend="triton", smooth_k=True, return_lse=True)
+    _, lse_plain = accel.fp8_sdpa(q, k, v, backend="triton", smooth_k=False, return_lse=True)
+    exact = torch.logsumexp((q.double() @ k.double().transpose(-1, -2)) / math.sqrt(64), dim=-1)
+    assert (lse.double() - exact).abs().max() < 0.05 * exact.abs().max()
+    assert (lse.double() - exact).abs().max() <= (lse_plain.double() - exact).abs().max() + 0.05
