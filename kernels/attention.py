@@ -147,7 +147,7 @@ def fp8_attention(
     assert out.dtype in (torch.bfloat16, torch.float16), out.dtype
     B, H, Sq, Dp = q8.shape
     Skv = k8.shape[2]
-    cfg = config or default_config(Dp)
+    cfg = config or default_config(Dp, per_token=q_descale.dim() == 3)
     grid = (triton.cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
         q8, k8, v8t, q_descale, k_descale, v_descale, out, out if lse is None else lse,

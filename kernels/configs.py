@@ -19,6 +19,9 @@ class AttentionConfig(NamedTuple):
 
 #: Best of benchmarks/tune_attention.py for D=64 and D=128 (H200, triton 3.6: benchmarks/NOTES.md).
 GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
+#: Per-token scales: 4 warps lose 40% when the key count is not a multiple of 16 (32760: 368
+#: against 625 TFLOP/s at 32768); 8 warps hold 586-620 on both.
+GPU_CONFIG_PER_TOKEN = AttentionConfig(128, 128, 8, 3)
 #: Triton's CPU interpreter: small tiles, so short test sequences still span several key blocks.
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 
@@ -28,6 +31,9 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def default_config(head_dim: int) -> AttentionConfig:
-    """Tile configuration for a padded head dim."""
-    return INTERPRETER_CONFIG if interpreting() else GPU_CONFIG
+def default_config(head_dim: int, per_token: bool = False) -> AttentionConfig:
+    """Tile configuration for a padded head dim and scale granularity. The key-block size must
+    not depend on ``per_token`` (the reference backend reads it without knowing the kernel's)."""
+    if interpreting():
+        return INTERPRETER_CONFIG
+    return GPU_CONFIG_PER_TOKEN if per_token else GPU_CONFIG

@@ -23,6 +23,7 @@ if DEVICE == "cuda" and not torch.cuda.is_available():
 # Under the interpreter both sides do the same fp32 arithmetic: outputs agree to a bf16 rounding
 # or two. On a GPU the tensor cores accumulate FP8 products in their own order and precision.
 TOL = 2e-3 if interpreting() else 3e-2
+LSE_ATOL, LSE_RTOL = (1e-3, 1e-4) if interpreting() else (0.05, 5e-3)
 
 
 def _gen():
@@ -78,7 +79,7 @@ def test_attention_matches_reference(shape, granularity):
     ref, ref_lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="reference", return_lse=True)
     assert out.shape == q.shape and out.dtype == q.dtype
     assert rel_l2(out, ref) < TOL
-    assert torch.allclose(lse, ref_lse, atol=1e-3, rtol=1e-4)
+    assert torch.allclose(lse, ref_lse, atol=LSE_ATOL, rtol=LSE_RTOL)
 
 
 @pytest.mark.parametrize("layout", ["bhsd", "bshd"])
