@@ -15,7 +15,7 @@ import accel  # noqa: E402
 from accel.kernels._triton_utils import to_e4m3  # noqa: E402
 from accel.backends.reference import quantize_reference  # noqa: E402
 from accel.kernels.configs import interpreting  # noqa: E402
-from accel.testing import activation_like_qkv, rel_l2  # noqa: E402
+from accel.testing import activation_like_qkv, exact_attention, rel_l2  # noqa: E402
 
 DEVICE = "cpu" if interpreting() else "cuda"
 if DEVICE == "cuda" and not torch.cuda.is_available():
@@ -23,7 +23,6 @@ if DEVICE == "cuda" and not torch.cuda.is_available():
 # Under the interpreter both sides do the same fp32 arithmetic: outputs agree to a bf16 rounding
 # or two. On a GPU the tensor cores accumulate FP8 products in their own order and precision.
 TOL = 2e-3 if interpreting() else 3e-2
-LSE_ATOL, LSE_RTOL = (1e-3, 1e-4) if interpreting() else (0.05, 5e-3)
 
 
 def _gen():
@@ -78,8 +77,14 @@ def test_attention_matches_reference(shape, granularity):
     out, lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="triton", return_lse=True)
     ref, ref_lse = accel.fp8_sdpa(q, k, v, granularity=granularity, backend="reference", return_lse=True)
     assert out.shape == q.shape and out.dtype == q.dtype
-    assert rel_l2(out, ref) < TOL
-    assert torch.allclose(lse, ref_lse, atol=LSE_ATOL, rtol=LSE_RTOL)
+    if interpreting():  # same fp32 arithmetic on both sides
+        assert rel_l2(out, ref) < TOL
+        assert torch.allclose(lse, ref_lse, atol=1e-3, rtol=1e-4)
+    else:  # tensor cores accumulate FP8 products in their own precision: closer to the
+        # reference than the reference is to exact attention, by a wide margin
+        exact, exact_lse = exact_attention(q, k, v)
+        assert rel_l2(out, ref) < 0.5 * rel_l2(ref, exact)
+        assert (lse - ref_lse).abs().max() <= (ref_lse.double() - exact_lse).abs().max() + 0.05
 
 
 @pytest.mark.parametrize("layout", ["bhsd", "bshd"])
