@@ -92,8 +92,15 @@ def fp8_sdpa(
     if call.smooth_k:
         # Smoothing shifted row i's scores by -scale * q_i . mean(K): add it back so the LSE is
         # that of the true scores (ring attention merges shards whose K means differ).
-        lse = lse + call.scale * (q.float() @ k.float().mean(dim=2).unsqueeze(-1)).squeeze(-1)
+        lse = lse + call.scale * _rows_dot(q, k.mean(dim=2, dtype=torch.float32))
     return out, lse
+
+
+def _rows_dot(x: torch.Tensor, vec: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """fp32 (B, H, S) dot products of x's rows (B, H, S, D) with vec (B, H, D), a chunk of rows
+    at a time so that no fp32 copy of all of x exists."""
+    parts = [x[:, :, i:i + chunk].float() @ vec.unsqueeze(-1) for i in range(0, x.shape[2], chunk)]
+    return torch.cat(parts, dim=2).squeeze(-1)
 
 
 def _validate(query, key, value, layout, granularity, backend, attn_mask, is_causal):

@@ -14,7 +14,7 @@ import torch
 from triton.testing import do_bench
 
 from accel.kernels import ops
-from accel.kernels.attention import AttentionConfig, fp8_attention
+from accel.kernels.attention import AttentionConfig, launch_attention
 from accel.testing import activation_like_qkv
 
 SHAPES = [(24, 16384, 128), (40, 75600, 128), (24, 16384, 64)]
@@ -33,7 +33,7 @@ def main():
                 if d == 128 and cfg.block_n == 128 and cfg.num_stages > 3:
                     continue
                 try:
-                    ms = do_bench(lambda: fp8_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5, config=cfg),
+                    ms = do_bench(lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5, config=cfg),
                                   warmup=50, rep=200, return_mode="median")
                 except Exception as exc:
                     print(f"{heads}x{s} D={d} {gran} {cfg}: {type(exc).__name__}")

@@ -126,7 +126,7 @@ def _fp8_attention_kernel(
         tl.store(lse_ptr + pid_bh * Sq + offs_m, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=m_ok)
 
 
-def fp8_attention(
+def launch_attention(
     q8: torch.Tensor,
     k8: torch.Tensor,
     v8t: torch.Tensor,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import fp8_attention as _launch_attention
+from .attention import launch_attention
 from .quantize import GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many
 
 LAYOUTS = ("bhsd", "bshd")
@@ -91,7 +91,7 @@ def fp8_attention(
     out = _new_output(q8, head_dim, out_dtype, layout)
     B, H, Sq, _ = q8.shape
     lse = q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
-    _launch_attention(
+    launch_attention(
         q8, k8, v8t, q_descale, k_descale, v_descale,
         out.transpose(1, 2) if layout == "bshd" else out,
         head_dim, sm_scale, is_causal, lse if return_lse else None,
