@@ -1,9 +1,22 @@
 """accel: FP8 attention for diffusion transformers in Hugging Face diffusers, on NVIDIA Hopper GPUs.
 
-Start with :func:`fp8_sdpa`, the FP8 attention op every other part builds on.
+Start with :func:`apply` on a pipeline, the processor classes for diffusers'
+``set_attn_processor``, or :func:`fp8_sdpa`, the FP8 attention op every other part builds on.
 """
+
+import importlib
 
 from .sdpa import fp8_sdpa
 
 __version__ = "0.1.0"
-__all__ = ["fp8_sdpa", "__version__"]
+__all__ = ["AccelHandle", "FluxFP8AttnProcessor", "PRESETS", "WanFP8AttnProcessor", "apply", "fp8_sdpa",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # The diffusers-facing parts import diffusers (slow): load them on first use.
+    if name in ("WanFP8AttnProcessor", "FluxFP8AttnProcessor"):
+        return getattr(importlib.import_module("accel.processors"), name)
+    if name in ("apply", "AccelHandle", "PRESETS"):
+        return getattr(importlib.import_module("accel.integration"), name)
+    raise AttributeError(f"module 'accel' has no attribute {name!r}")

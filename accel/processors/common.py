@@ -1,0 +1,49 @@
+"""What the Wan and Flux FP8 processors share: their numerics and the call that picks FP8 or stock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+
+from ..backends import BACKEND_NAMES
+from ..sdpa import GRANULARITIES, fp8_sdpa
+
+
+@dataclass(frozen=True)
+class FP8Numerics:
+    """How a processor's FP8 attentions quantize (see :func:`accel.fp8_sdpa`)."""
+
+    granularity: str = "token"
+    smooth_k: bool = True
+    backend: str = "auto"
+    strict: bool = False
+
+    def __post_init__(self):
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
+
+
+def attend(
+    processor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    fp8: bool,
+    parallel_config=None,
+) -> torch.Tensor:
+    """Attention on diffusers' (B, S, H, D) tensors: FP8 when ``fp8``, else exactly what the stock
+    processor would call (diffusers' dispatcher with the processor's backend)."""
+    if fp8:
+        n = processor.numerics
+        dtype = query.dtype
+        if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
+            query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+        out = fp8_sdpa(query, key, value, layout="bshd", granularity=n.granularity,
+                       smooth_k=n.smooth_k, backend=n.backend, strict=n.strict)
+        return out.to(dtype)
+    return dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 backend=processor._attention_backend, parallel_config=parallel_config)

@@ -1,0 +1,113 @@
+"""Wan 2.1 / 2.2 attention in FP8: self-attention (with RoPE), text cross-attention and the
+image-to-video branch, each switchable."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.transformers.transformer_wan import (
+    WanAttnProcessor,
+    _get_added_kv_projections,
+    _get_qkv_projections,
+)
+
+from .._warnings import warn_once
+from .common import FP8Numerics, attend
+
+#: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
+TEXT_CONTEXT_LENGTH = 512
+
+
+def _apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+    """Wan's interleaved RoPE on (B, S, H, D), as the stock processor computes it."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    cos = freqs_cos[..., 0::2]
+    sin = freqs_sin[..., 1::2]
+    out = torch.empty_like(x)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(x)
+
+
+class WanFP8AttnProcessor(WanAttnProcessor):
+    """Drop-in for diffusers' ``WanAttnProcessor`` (same call contract) that runs the chosen
+    attentions in FP8. One instance can serve every attention module:
+    ``transformer.set_attn_processor(WanFP8AttnProcessor())``.
+
+    Args:
+        self_attention: video self-attention (the long, RoPE'd one: most of Wan's time).
+        cross_attention: attention to the 512 text tokens. Off by default: with so few keys the
+            quantization costs more than FP8 saves.
+        image_attention: the image-to-video branch (257 image tokens). Off by default, as above.
+        granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
+
+    A call with an attention mask, or under diffusers' context parallelism, runs stock (one
+    warning). ``_attention_backend`` and ``_parallel_config`` work as on the stock processor.
+    """
+
+    def __init__(
+        self,
+        self_attention: bool = True,
+        cross_attention: bool = False,
+        image_attention: bool = False,
+        granularity: str = "token",
+        smooth_k: bool = True,
+        backend: str = "auto",
+        strict: bool = False,
+    ):
+        super().__init__()
+        self.self_attention = self_attention
+        self.cross_attention = cross_attention
+        self.image_attention = image_attention
+        self.numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(self_attention={self.self_attention}, cross_attention="
+                f"{self.cross_attention}, image_attention={self.image_attention}, {self.numerics})")
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        is_self = encoder_hidden_states is None
+        main_fp8 = self.self_attention if is_self else self.cross_attention
+        image_fp8 = self.image_attention and attn.add_k_proj is not None
+        if not (main_fp8 or image_fp8):
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+        if attention_mask is not None or (is_self and self._parallel_config is not None):
+            why = "an attention mask" if attention_mask is not None else "context parallelism"
+            warn_once(f"WanFP8AttnProcessor: calls with {why} run the stock bf16 processor")
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+        encoder_hidden_states_img = None
+        if attn.add_k_proj is not None:
+            image_context_length = encoder_hidden_states.shape[1] - TEXT_CONTEXT_LENGTH
+            encoder_hidden_states_img = encoder_hidden_states[:, :image_context_length]
+            encoder_hidden_states = encoder_hidden_states[:, image_context_length:]
+
+        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            query = _apply_rotary(query, *rotary_emb)
+            key = _apply_rotary(key, *rotary_emb)
+
+        hidden_states_img = None
+        if encoder_hidden_states_img is not None:
+            key_img, value_img = _get_added_kv_projections(attn, encoder_hidden_states_img)
+            key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
+            value_img = value_img.unflatten(2, (attn.heads, -1))
+            hidden_states_img = attend(self, query, key_img, value_img, image_fp8)
+            hidden_states_img = hidden_states_img.flatten(2, 3).type_as(query)
+
+        parallel_config = self._parallel_config if is_self else None
+        hidden_states = attend(self, query, key, value, main_fp8, parallel_config)
+        hidden_states = hidden_states.flatten(2, 3).type_as(query)
+        if hidden_states_img is not None:
+            hidden_states = hidden_states + hidden_states_img
+        hidden_states = attn.to_out[0](hidden_states)
+        return attn.to_out[1](hidden_states)

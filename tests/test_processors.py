@@ -1,0 +1,183 @@
+"""FP8 attention processors and accel.apply on tiny random Wan (T2V, I2V) and Flux transformers."""
+
+import pytest
+import torch
+from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+import accel
+from accel import _warnings
+from accel._warnings import AccelFallbackWarning
+from accel.kernels.configs import interpreting
+from accel.testing import rel_l2
+from tiny_models import flux_inputs, tiny_flux, tiny_wan, wan_inputs
+
+# A tiny random model's output after 4 blocks whose attentions each carry ~5% FP8 error
+# (tests/error_bounds.py), diluted by residual connections and MLPs: measured 0.001-0.005.
+# A lost scale or a wrong RoPE/layout pushes it past 0.1.
+MODEL_BOUND = 0.03
+
+
+def run(model, inputs):
+    with torch.no_grad():
+        return model(**inputs, return_dict=False)[0]
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings():
+    _warnings._seen.clear()
+
+
+@pytest.mark.parametrize("i2v", [False, True])
+def test_wan_fp8_off_is_bit_identical(i2v):
+    model, inputs = tiny_wan(i2v), wan_inputs(i2v)
+    stock = run(model, inputs)
+    model.set_attn_processor(accel.WanFP8AttnProcessor(self_attention=False))
+    assert torch.equal(run(model, inputs), stock)
+
+
+def test_flux_fp8_off_is_bit_identical():
+    model, inputs = tiny_flux(), flux_inputs()
+    stock = run(model, inputs)
+    model.set_attn_processor(accel.FluxFP8AttnProcessor(double_stream=False, single_stream=False))
+    assert torch.equal(run(model, inputs), stock)
+
+
+@pytest.mark.parametrize("i2v", [False, True])
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_wan_fp8_close_to_stock(i2v, granularity):
+    model, inputs = tiny_wan(i2v), wan_inputs(i2v)
+    stock = run(model, inputs)
+    model.set_attn_processor(accel.WanFP8AttnProcessor(
+        cross_attention=True, image_attention=True, granularity=granularity, backend="reference"))
+    out = run(model, inputs)
+    assert out.isfinite().all()
+    assert 0 < rel_l2(out, stock) < MODEL_BOUND
+
+
+def test_flux_fp8_close_to_stock():
+    model, inputs = tiny_flux(), flux_inputs()
+    stock = run(model, inputs)
+    model.set_attn_processor(accel.FluxFP8AttnProcessor(backend="reference"))
+    out = run(model, inputs)
+    assert out.isfinite().all() and 0 < rel_l2(out, stock) < MODEL_BOUND
+
+
+@pytest.mark.skipif(not interpreting(), reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+def test_wan_triton_kernels_match_reference_backend():
+    model, inputs = tiny_wan(), wan_inputs()
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference"))
+    ref = run(model, inputs)
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="triton"))
+    assert rel_l2(run(model, inputs), ref) < 1e-2
+
+
+def test_apply_and_remove_restore_exactly():
+    model, inputs = tiny_wan(layers=4), wan_inputs()
+    stock = run(model, inputs)
+    before = dict(model.attn_processors)
+    handle = accel.apply(model, preset="speed", backend="reference")
+    fp8 = [n for n, p in model.attn_processors.items() if isinstance(p, accel.WanFP8AttnProcessor)]
+    assert fp8 == [f"blocks.{i}.attn1.processor" for i in range(4)]  # self-attention only
+    assert not torch.equal(run(model, inputs), stock)
+    handle.remove()
+    assert all(model.attn_processors[n] is p for n, p in before.items())
+    assert torch.equal(run(model, inputs), stock)
+
+
+def test_presets_keep_edge_blocks_bf16():
+    model = tiny_wan(layers=20)
+    with accel.apply(model, preset="balanced", backend="reference"):
+        fp8 = sorted(int(n.split(".")[1]) for n, p in model.attn_processors.items()
+                     if isinstance(p, accel.WanFP8AttnProcessor))
+        assert fp8 == list(range(1, 19))  # 5% of 20 blocks = 1 at each end
+        assert all(model.attn_processors[f"blocks.{i}.attn1.processor"].numerics.granularity == "token" for i in fp8)
+    with accel.apply(model, preset="quality"):
+        assert sum(isinstance(p, accel.WanFP8AttnProcessor) for p in model.attn_processors.values()) == 16
+    with accel.apply(model, preset="off"):
+        assert not any(isinstance(p, accel.WanFP8AttnProcessor) for p in model.attn_processors.values())
+    assert all(type(p) is WanAttnProcessor for p in model.attn_processors.values())
+
+
+def test_apply_twice_does_not_stack():
+    model = tiny_wan()
+    original = dict(model.attn_processors)
+    accel.apply(model, preset="speed")
+    handle = accel.apply(model, preset="balanced")
+    assert model.attn_processors["blocks.1.attn1.processor"].numerics.granularity == "token"
+    handle.remove()
+    assert all(model.attn_processors[n] is p for n, p in original.items())
+
+
+def test_apply_keeps_backend_and_custom_processors():
+    model = tiny_flux()
+    processors = dict(model.attn_processors)
+    processors["transformer_blocks.1.attn.processor"] = type("MyProcessor", (FluxAttnProcessor,), {})()
+    model.set_attn_processor(processors)
+    for p in model.attn_processors.values():
+        p._attention_backend = "native"
+    with accel.apply(model, preset="speed"):
+        procs = model.attn_processors
+        assert type(procs["transformer_blocks.1.attn.processor"]).__name__ == "MyProcessor"
+        assert isinstance(procs["transformer_blocks.0.attn.processor"], accel.FluxFP8AttnProcessor)
+        assert all(p._attention_backend == "native" for p in procs.values())
+
+
+def test_apply_to_pipeline_with_two_transformers():
+    """Wan 2.2: the pipeline's transformer and transformer_2 both get FP8 processors."""
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=None, scheduler=None,
+                       transformer=tiny_wan(), transformer_2=tiny_wan(seed=3))
+    with accel.apply(pipe, preset="speed"):
+        for t in (pipe.transformer, pipe.transformer_2):
+            assert isinstance(t.attn_processors["blocks.0.attn1.processor"], accel.WanFP8AttnProcessor)
+    for t in (pipe.transformer, pipe.transformer_2):
+        assert type(t.attn_processors["blocks.0.attn1.processor"]) is WanAttnProcessor
+
+
+def test_per_module_dict():
+    model, inputs = tiny_wan(), wan_inputs()
+    stock = run(model, inputs)
+    processors = dict(model.attn_processors)
+    processors["blocks.2.attn1.processor"] = accel.WanFP8AttnProcessor(backend="reference")
+    model.set_attn_processor(processors)
+    out = run(model, inputs)
+    assert 0 < rel_l2(out, stock) < MODEL_BOUND
+
+
+def test_unsupported_transformer_and_bad_arguments():
+    with pytest.raises(TypeError, match="supports WanTransformer3DModel, FluxTransformer2DModel"):
+        accel.apply(_WithProcessors())
+    with pytest.raises(TypeError, match="pipeline"):
+        accel.apply(object())
+    with pytest.raises(ValueError, match="preset must be one of"):
+        accel.apply(tiny_wan(), preset="fastest")
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        accel.WanFP8AttnProcessor(granularity="block")
+
+
+class _WithProcessors(torch.nn.Module):
+    attn_processors = {}
+
+
+def test_mask_runs_stock_with_one_warning():
+    model = tiny_wan()
+    attn = model.blocks[0].attn1
+    x = torch.randn(1, 16, 64)
+    mask = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    stock = WanAttnProcessor()(attn, x, attention_mask=mask)
+    with pytest.warns(AccelFallbackWarning, match="attention mask"):
+        out = accel.WanFP8AttnProcessor(backend="reference")(attn, x, attention_mask=mask)
+    assert torch.equal(out, stock)
+
+
+def test_compiled_transformer_has_no_graph_breaks():
+    model, inputs = tiny_wan(layers=2), wan_inputs()
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference"))
+    eager = run(model, inputs)
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(**inputs, return_dict=False)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert rel_l2(run(compiled, inputs), eager) < 1e-3
