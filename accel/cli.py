@@ -1,10 +1,48 @@
-"""The ``accel`` command line."""
+"""The ``accel`` command line: generate, bench, info."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+EXAMPLES = {
+    "video": """examples:
+  accel generate video --prompt "a fox in the snow"          # built-in tiny random pipeline, CPU ok
+  accel generate video --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a fox" --out fox.mp4
+  accel generate video --model ./Wan2.1-I2V-14B-480P-Diffusers --image first.png --prompt "..." --compare""",
+    "image": """examples:
+  accel generate image --prompt "a red fox"                  # built-in tiny random pipeline, CPU ok
+  accel generate image --model black-forest-labs/FLUX.1-dev --prompt "a fox" --preset speed --out fox.png""",
+    "bench": """examples:
+  accel bench attention --quick
+  accel bench attention --methods sdpa-cudnn-bf16,accel-triton-head""",
+}
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .pipelines.generate import GenerateSettings, generate
+
+    out = args.out or Path("accel-video.mp4" if args.kind == "video" else "accel-image.png")
+    settings = GenerateSettings(
+        kind=args.kind, prompt=args.prompt, out=Path(out), model=args.model,
+        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
+        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
+        seed=args.seed, preset=args.preset, backend=args.backend, dtype=args.dtype,
+        cpu_offload=args.cpu_offload, compare=args.compare, overwrite=args.overwrite,
+    )
+    generate(settings)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.what == "attention":
+        from .benchmarking.attention import main as attention_main
+
+        attention_main(args.rest)
+        return 0
+    raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -15,20 +53,64 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub, kind: str) -> None:
+    from .integration import PRESETS
+
+    p = sub.add_parser(kind, help=f"generate {'a video (Wan 2.1/2.2)' if kind == 'video' else 'an image (FLUX)'}",
+                       description=f"Generate {'a video with a Wan 2.1/2.2' if kind == 'video' else 'an image with a FLUX'} "
+                       "pipeline, attention in FP8. Without --model: a built-in tiny random pipeline (offline).",
+                       epilog=EXAMPLES[kind], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--model", help="local diffusers folder or hub id (default: built-in tiny random pipeline)")
+    p.add_argument("--negative-prompt")
+    if kind == "video":
+        p.add_argument("--image", type=Path, help="first frame: image-to-video (needs an I2V checkpoint)")
+        p.add_argument("--frames", type=int, help="number of frames, 4k+1 (default 81; tiny: 9)")
+    p.add_argument("--height", type=int, help="multiple of 16")
+    p.add_argument("--width", type=int, help="multiple of 16")
+    p.add_argument("--steps", type=int, help="denoising steps")
+    p.add_argument("--guidance", type=float, help="guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
+    p.add_argument("--backend", default="auto", help="FP8 backend: auto, triton, fa3, torch, reference")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="model dtype")
+    p.add_argument("--cpu-offload", action="store_true", help="keep idle components on the CPU (accelerate)")
+    p.add_argument("--compare", action="store_true", help="also run bf16; print speedup and fidelity")
+    p.add_argument("--out", type=Path, help=f"output file ({'.mp4, .gif, .webp' if kind == 'video' else '.png, .jpg, .webp'})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_generate, kind=kind)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="accel",
         description="FP8 attention for diffusion transformers (Wan, FLUX) on NVIDIA Hopper GPUs.",
-        epilog="Example: accel info",
+        epilog='examples:\n  accel generate video --prompt "a fox in the snow"\n  accel info',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = sub.add_parser("generate", help="generate a video or an image",
+                         description="Generate a video (Wan) or an image (FLUX) with FP8 attention.",
+                         epilog=EXAMPLES["video"] + "\n" + EXAMPLES["image"].replace("examples:\n", ""),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    gen_sub = gen.add_subparsers(dest="kind", metavar="KIND", required=True)
+    _add_generate(gen_sub, "video")
+    _add_generate(gen_sub, "image")
+
+    bench = sub.add_parser("bench", help="benchmarks (need a CUDA GPU)",
+                           description="Run a benchmark; arguments after the name go to it (--help there).",
+                           epilog=EXAMPLES["bench"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("what", choices=["attention"], help="attention: FP8 backends against bf16 SDPA and FA3")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    bench.set_defaults(func=_bench)
+
     info = sub.add_parser(
-        "info",
-        help="GPU, compute capability, FP8 support, available backends and versions",
+        "info", help="GPU, compute capability, FP8 support, available backends and versions",
         description="Print the GPU, its compute capability and FP8 support, which FP8 attention "
         "backends can run here (and why not), and package versions.",
-        epilog="Examples:\n  accel info\n  accel info --json > env.json",
+        epilog="examples:\n  accel info\n  accel info --json > env.json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -47,10 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit:
+        raise
     except Exception as exc:  # no raw tracebacks unless asked for
         if args.debug:
             raise
-        print(f"accel {args.command}: error: {exc} (rerun with --debug for the traceback)", file=sys.stderr)
+        print(f"accel {args.command}: error: {exc}\n(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

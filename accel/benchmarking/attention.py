@@ -1,0 +1,185 @@
+"""Attention benchmark: accel's FP8 backends against bf16 SDPA and FlashAttention-3, one process.
+
+    accel bench attention                          # the full table (H100/H200: ~4 min)
+    python benchmarks/attention.py                 # the same
+    python benchmarks/attention.py --quick         # three shapes
+    python benchmarks/attention.py --json out.json # also save every number
+
+Times are CUDA-event medians (triton.testing.do_bench) of the whole call from bf16 (B, S, H, D)
+inputs, as diffusers hands them: for FP8 rows that includes quantization. Inputs are
+activation-like and rotated so that each timed call reads memory, not L2. TFLOP/s counts
+4*B*H*Sq*Skv*D (half when causal). Error is the relative L2 against fp64 exact attention on a
+sample of query rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import accel
+from accel.backends.env import fa3_reason
+from accel.testing import activation_like_qkv, exact_attention, rel_l2
+
+# (heads, Sq, Skv, head_dim): DESIGN.md's reference rows, both head dims, and cross-attention.
+FULL_SHAPES = [
+    *[(h, s, s, d) for d in (128, 64)
+      for h, s in ((24, 2048), (24, 4608), (24, 8192), (24, 16384), (12, 32760), (40, 75600))],
+    (12, 32760, 512, 128), (40, 75600, 512, 128),
+]
+QUICK_SHAPES = [(24, 16384, 16384, 128), (12, 32760, 32760, 128), (12, 32760, 512, 128)]
+L2_ROTATION_BYTES = 256 << 20  # rotate input sets until this many bytes are in play
+
+
+def sdpa_bf16(kernel):
+    def run(q, k, v):
+        with torch.nn.attention.sdpa_kernel(kernel):
+            return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+    return run
+
+
+def fa3_bf16(q, k, v):
+    import flash_attn_interface
+    return flash_attn_interface.flash_attn_func(q, k, v)
+
+
+def fp8(backend, granularity):
+    def run(q, k, v):
+        return accel.fp8_sdpa(q, k, v, layout="bshd", backend=backend, granularity=granularity, strict=True)
+    return run
+
+
+def fp8_kernel_only(granularity):
+    """Our attention kernel on pre-quantized inputs: the kernel's own speed."""
+    from accel.kernels import ops
+
+    def prepare(q, k, v):
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        q8, k8, v8t, qd, kd, vd = ops.quantize_qkv(q, k, v, granularity, True, True)
+        return (q8, k8, v8t, qd, kd, vd, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype, "bshd", False)
+
+    return prepare, lambda *args: ops.fp8_attention(*args)[0]
+
+
+def fa3_fp8_kernel_only():
+    import flash_attn_interface
+    from accel.kernels import ops
+
+    def prepare(q, k, v):
+        q8, k8, v8, qd, kd, vd = ops.quantize_qkv(*(t.transpose(1, 2) for t in (q, k, v)), "head", False, False)
+        return q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2), qd, kd, vd
+
+    def run(q8, k8, v8, qd, kd, vd):
+        return flash_attn_interface.flash_attn_func(q8, k8, v8, q_descale=qd, k_descale=kd, v_descale=vd)
+
+    return prepare, run
+
+
+def methods():
+    """name -> (prepare or None, run). ``prepare`` maps bf16 inputs to the run's arguments untimed."""
+    m = {
+        "sdpa-flash-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.FLASH_ATTENTION)),
+        "sdpa-cudnn-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.CUDNN_ATTENTION)),
+        "sdpa-efficient-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION)),
+        "accel-triton-head": (None, fp8("triton", "head")),
+        "accel-triton-token": (None, fp8("triton", "token")),
+        "kernel-only-head": fp8_kernel_only("head"),
+        "kernel-only-token": fp8_kernel_only("token"),
+    }
+    if fa3_reason() is None:
+        m["fa3-bf16"] = (None, fa3_bf16)
+        m["accel-fa3-head"] = (None, fp8("fa3", "head"))
+        m["fa3-fp8-kernel-only"] = fa3_fp8_kernel_only()
+    return m
+
+
+def bench_shape(heads, sq, skv, d, names, args):
+    from triton.testing import do_bench
+
+    gen = torch.Generator(device="cuda").manual_seed(args.seed)
+    one_set = 2 * heads * (sq + 2 * skv) * d
+    n_sets = max(1, min(8, math.ceil(L2_ROTATION_BYTES / one_set)))
+    sets = [activation_like_qkv(1, heads, sq, skv, d, args.kind, layout="bshd", device="cuda", generator=gen)
+            for _ in range(n_sets)]
+    rows = torch.randperm(sq, device="cuda", generator=gen)[:256]
+    ref, _ = exact_attention(*sets[0], layout="bshd", rows=rows)
+    flops = 4 * heads * sq * skv * d
+    results = {}
+    for name in names:
+        prepare, run = methods()[name]
+        try:
+            inputs = [prepare(*s) if prepare else s for s in sets]
+            out = run(*inputs[0])
+            out = out[0] if isinstance(out, tuple) else out
+            err = rel_l2(out[:, rows].transpose(1, 2), ref)
+            it = iter(range(1 << 62))
+            ms = do_bench(lambda: run(*inputs[next(it) % n_sets]), warmup=args.warmup, rep=args.rep,
+                          return_mode="median")
+            results[name] = {"ms": ms, "tflops": flops / ms * 1e-9, "rel_l2": err}
+        except Exception as exc:  # a baseline that cannot run this shape: say so, keep going
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+        torch.cuda.empty_cache()
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="three shapes only")
+    p.add_argument("--methods", default=None, help="comma-separated subset of methods")
+    p.add_argument("--kind", default="activation", help="input kind (accel.testing.INPUT_KINDS)")
+    p.add_argument("--warmup", type=int, default=100, help="warm-up, ms")
+    p.add_argument("--rep", type=int, default=400, help="timed repetitions, ms")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write all results here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit("benchmarks/attention.py needs a CUDA GPU")
+    names = args.methods.split(",") if args.methods else list(methods())
+    import triton
+    env = {
+        "device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+        "accel": accel.__version__, "python": platform.python_version(), "argv": sys.argv,
+        "fa3": fa3_reason() or "available",
+    }
+    print(json.dumps(env))
+    table = []
+    for heads, sq, skv, d in QUICK_SHAPES if args.quick else FULL_SHAPES:
+        res = bench_shape(heads, sq, skv, d, names, args)
+        table.append({"heads": heads, "sq": sq, "skv": skv, "d": d, "results": res})
+        base = res.get("sdpa-cudnn-bf16", {}).get("ms")
+        for name, r in res.items():
+            if "error" in r:
+                print(f"{heads:>3}x{sq:<6} kv={skv:<6} D={d:<4} {name:<22} ERROR {r['error']}", flush=True)
+            else:
+                vs = f"{base / r['ms']:.2f}x" if base else "-"
+                print(f"{heads:>3}x{sq:<6} kv={skv:<6} D={d:<4} {name:<22} {r['ms']:9.3f} ms "
+                      f"{r['tflops']:7.1f} TFLOP/s  vs cuDNN {vs:>6}  relL2 {r['rel_l2']:.4f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "table": table}, f, indent=1)
+    print_summary(table, names)
+
+
+def print_summary(table, names):
+    """Markdown table: TFLOP/s per method (time includes quantization for accel-* rows)."""
+    print("\n| H x Sq (Skv), D | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for row in table:
+        cells = []
+        for n in names:
+            r = row["results"].get(n, {})
+            cells.append("err" if "error" in r else f"{r['tflops']:.0f}" if r else "-")
+        kv = "" if row["skv"] == row["sq"] else f" ({row['skv']})"
+        print(f"| {row['heads']}x{row['sq']}{kv}, {row['d']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

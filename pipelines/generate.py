@@ -1,0 +1,193 @@
+"""One generation run for the command line: sizes checked, FP8 applied, steps timed, output and
+sidecar written. ``accel generate video|image`` is a thin layer over :func:`generate`."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import accel
+
+from .export import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output_path, write_image, write_sidecar, write_video
+from .loading import Loaded, load_pipeline
+from .tiny import RANDOM_WEIGHTS_NOTICE
+
+VIDEO_FPS = 16  # Wan's frame rate
+#: Defaults for real checkpoints / for the embedded tiny pipeline (seconds on a CPU).
+DEFAULTS = {
+    "video": dict(height=480, width=832, frames=81, steps=50, guidance=5.0),
+    "image": dict(height=1024, width=1024, frames=1, steps=28, guidance=3.5),
+}
+TINY_DEFAULTS = {
+    "video": dict(height=64, width=64, frames=9, steps=4, guidance=5.0),
+    "image": dict(height=64, width=64, frames=1, steps=4, guidance=3.5),
+}
+
+
+@dataclass
+class GenerateSettings:
+    kind: str  # "video" or "image"
+    prompt: str
+    out: Path
+    model: str | None = None
+    negative_prompt: str | None = None
+    image: Path | None = None
+    height: int | None = None
+    width: int | None = None
+    frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    preset: str = "balanced"
+    backend: str = "auto"
+    dtype: str = "bf16"
+    cpu_offload: bool = False
+    compare: bool = False
+    overwrite: bool = False
+    notices: list[str] = field(default_factory=list)
+
+    def resolve(self) -> None:
+        """Fill defaults, round sizes the models cannot take, refuse what rounding would hide."""
+        defaults = (TINY_DEFAULTS if self.model is None else DEFAULTS)[self.kind]
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        for key in ("height", "width"):
+            value = getattr(self, key)
+            if value < 16:
+                raise ValueError(f"--{key} must be at least 16, got {value}")
+            if value % 16:
+                rounded = max(16, round(value / 16) * 16)
+                self.notices.append(f"--{key} {value} is not a multiple of 16: using {rounded}")
+                setattr(self, key, rounded)
+        if self.kind == "video":
+            if self.frames < 1:
+                raise ValueError(f"--frames must be at least 1, got {self.frames}")
+            if (self.frames - 1) % 4:
+                rounded = (self.frames - 1 + 2) // 4 * 4 + 1
+                self.notices.append(f"--frames {self.frames} is not 4k+1 (Wan's VAE packs 4 frames): using {rounded}")
+                self.frames = rounded
+        if self.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {self.steps}")
+        if self.image is not None and not Path(self.image).exists():
+            raise FileNotFoundError(f"--image {self.image} does not exist")
+
+
+def _call_kwargs(s: GenerateSettings) -> dict:
+    kwargs = dict(prompt=s.prompt, height=s.height, width=s.width, num_inference_steps=s.steps,
+                  guidance_scale=s.guidance, generator=torch.Generator().manual_seed(s.seed))
+    if s.kind == "video":
+        kwargs.update(num_frames=s.frames, negative_prompt=s.negative_prompt, output_type="np")
+        if s.image is not None:
+            from PIL import Image
+
+            kwargs["image"] = Image.open(s.image).convert("RGB")
+    elif s.negative_prompt:
+        kwargs.update(negative_prompt=s.negative_prompt, true_cfg_scale=max(s.guidance, 1.0))
+    return kwargs
+
+
+def _run(pipe, s: GenerateSettings) -> tuple[object, dict]:
+    """Generate once; return the frames (video) or image, and timings."""
+    step_ends: list[float] = []
+
+    def on_step_end(pipeline, step, timestep, callback_kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        step_ends.append(time.perf_counter())
+        return callback_kwargs
+
+    start = time.perf_counter()
+    result = pipe(**_call_kwargs(s), callback_on_step_end=on_step_end)
+    total = time.perf_counter() - start
+    steps = np.diff([start, *step_ends]).tolist()
+    output = result.frames[0] if s.kind == "video" else result.images[0]
+    return output, {"total_s": total, "step_s": steps,
+                    "median_step_s": float(np.median(steps)) if steps else None}
+
+
+def _fidelity(fp8, ref) -> dict:
+    a = np.asarray(fp8, dtype=np.float64) / (255.0 if np.asarray(fp8).dtype == np.uint8 else 1.0)
+    b = np.asarray(ref, dtype=np.float64) / (255.0 if np.asarray(ref).dtype == np.uint8 else 1.0)
+    mse = float(np.mean((a - b) ** 2))
+    return {"psnr_db": float("inf") if mse == 0 else 10 * np.log10(1.0 / mse),
+            "rel_l2": float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))}
+
+
+def _fp8_modules(pipe) -> int:
+    return sum(isinstance(p, (accel.WanFP8AttnProcessor, accel.FluxFP8AttnProcessor))
+               for name in ("transformer", "transformer_2") if getattr(pipe, name, None) is not None
+               for p in getattr(pipe, name).attn_processors.values())
+
+
+def generate(s: GenerateSettings, log=print) -> dict:
+    """Run the whole job; returns the sidecar record (also written next to the output)."""
+    s.resolve()
+    check_output_path(s.out, VIDEO_SUFFIXES if s.kind == "video" else IMAGE_SUFFIXES, s.overwrite)
+    for notice in s.notices:
+        log(f"notice: {notice}")
+    t0 = time.perf_counter()
+    loaded: Loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None,
+                                   cpu_offload=s.cpu_offload)
+    load_s = time.perf_counter() - t0
+    if loaded.random_weights:
+        log(f"notice: {RANDOM_WEIGHTS_NOTICE}")
+    if loaded.device == "cpu":
+        log("notice: no CUDA GPU visible: running on the CPU; FP8 attention is emulated there "
+            "(the reference backend), which is correct but slow")
+    pipe = loaded.pipe
+    pipe.set_progress_bar_config(desc="denoising")
+
+    record: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
+                    "model": loaded.model, "random_weights": loaded.random_weights,
+                    "device": torch.cuda.get_device_name() if loaded.device == "cuda" else platform.processor() or "cpu",
+                    "versions": _versions(), "timings": {"load_s": load_s}}
+    reference = None
+    if s.compare:
+        log("bf16 run (stock attention) for --compare")
+        reference, record["timings"]["bf16"] = _run(pipe, s)
+    with accel.apply(pipe, preset=s.preset, backend=s.backend):
+        record["plan"] = {"preset": s.preset, "backend": s.backend, "fp8_attention_modules": _fp8_modules(pipe),
+                          "rule": None if accel.PRESETS[s.preset] is None else accel.PRESETS[s.preset].description}
+        output, record["timings"]["fp8"] = _run(pipe, s)
+    if reference is not None:
+        record["compare"] = {"speedup": record["timings"]["bf16"]["total_s"] / record["timings"]["fp8"]["total_s"],
+                             **_fidelity(output, reference)}
+    if s.kind == "video":
+        write_video(output, s.out, VIDEO_FPS)
+    else:
+        write_image(output, s.out)
+    record["output"] = str(s.out)
+    write_sidecar(s.out, record)
+    _summary(record, log)
+    return record
+
+
+def _versions() -> dict:
+    import diffusers
+
+    versions = {"accel": accel.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__}
+    try:
+        import triton
+
+        versions["triton"] = triton.__version__
+    except ImportError:
+        versions["triton"] = None
+    return versions
+
+
+def _summary(record: dict, log) -> None:
+    t = record["timings"]["fp8"]
+    line = f"wrote {record['output']}: {t['total_s']:.2f} s total, {t['median_step_s']:.3f} s/step (median)"
+    if "compare" in record:
+        c = record["compare"]
+        line += (f"; bf16 {record['timings']['bf16']['total_s']:.2f} s, speedup {c['speedup']:.2f}x, "
+                 f"PSNR {c['psnr_db']:.1f} dB, rel. L2 {c['rel_l2']:.4f} against bf16")
+    log(line)
+    if record["random_weights"]:
+        log(f"note: {RANDOM_WEIGHTS_NOTICE}")
