@@ -17,7 +17,9 @@ EXAMPLES = {
   accel generate image --model black-forest-labs/FLUX.1-dev --prompt "a fox" --preset speed --out fox.png""",
     "bench": """examples:
   accel bench attention --quick
-  accel bench attention --methods sdpa-cudnn-bf16,accel-triton-head""",
+  accel bench attention --methods sdpa-cudnn-bf16,accel-triton-head
+  accel bench pipeline --configs wan-1.3b-480p,flux-dev-1024
+  accel bench pipeline --configs tiny-wan      # the code path, on a CPU""",
 }
 
 
@@ -38,11 +40,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "attention":
-        from .benchmarking.attention import main as attention_main
-
-        attention_main(args.rest)
-        return 0
-    raise SystemExit(f"unknown benchmark {args.what!r}")
+        from .benchmarking.attention import main as run
+    else:
+        from .benchmarking.pipeline import main as run
+    run(args.rest)
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -102,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (need a CUDA GPU)",
                            description="Run a benchmark; arguments after the name go to it (--help there).",
                            epilog=EXAMPLES["bench"], formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("what", choices=["attention"], help="attention: FP8 backends against bf16 SDPA and FA3")
+    bench.add_argument("what", choices=["attention", "pipeline"],
+                       help="attention: FP8 backends against bf16 SDPA and FA3; pipeline: one transformer "
+                       "forward of real-size Wan/FLUX with random weights, per backend and preset")
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     bench.set_defaults(func=_bench)
 

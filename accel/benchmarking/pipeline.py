@@ -1,0 +1,197 @@
+"""Pipeline benchmark: one transformer forward of real-size Wan and FLUX architectures with random
+weights (no download), under diffusers' attention backends and accel's presets, in one process.
+
+    accel bench pipeline                          # every real-size config (needs a large GPU)
+    accel bench pipeline --configs wan-1.3b-480p,flux-dev-1024
+    accel bench pipeline --configs tiny-wan --repeats 2   # the code path on a CPU
+
+Per config and variant: median forward time (CUDA events on a GPU), peak GPU memory, and the
+output's relative L2 against diffusers' default (``native``) on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import platform
+import time
+
+import torch
+
+import accel
+from accel.backends.env import fa3_reason
+from accel.testing import rel_l2
+
+WAN_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096,
+               freq_dim=256, in_channels=16, out_channels=16, patch_size=(1, 2, 2), cross_attn_norm=True,
+               eps=1e-6)
+WAN_1_3B = {**WAN_14B, "num_attention_heads": 12, "ffn_dim": 8960, "num_layers": 30}
+FLUX_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+TINY_WAN = dict(num_attention_heads=2, attention_head_dim=32, ffn_dim=64, num_layers=4, text_dim=32, freq_dim=32,
+                in_channels=16, out_channels=16, patch_size=(1, 2, 2), cross_attn_norm=True, rope_max_seq_len=64)
+TINY_FLUX = dict(patch_size=1, in_channels=16, num_layers=2, num_single_layers=3, attention_head_dim=16,
+                 num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+
+#: name -> (family, transformer config, latent size): Wan (frames, height, width) of the latent
+#: video; Flux (height, width) of the packed latent image, i.e. pixels / 16.
+CONFIGS = {
+    "wan-14b-720p": ("wan", WAN_14B, (21, 90, 160)),  # 81 frames 1280x720: 75,600 tokens
+    "wan-14b-480p": ("wan", WAN_14B, (21, 60, 104)),  # 81 frames 832x480: 32,760 tokens
+    "wan-1.3b-480p": ("wan", WAN_1_3B, (21, 60, 104)),
+    "flux-dev-1024": ("flux", FLUX_DEV, (64, 64)),  # 4,096 image + 512 text tokens
+    "flux-dev-2048": ("flux", FLUX_DEV, (128, 128)),  # 16,384 + 512
+    "tiny-wan": ("wan", TINY_WAN, (3, 8, 8)),
+    "tiny-flux": ("flux", TINY_FLUX, (6, 6)),
+}
+REAL_CONFIGS = [name for name in CONFIGS if not name.startswith("tiny")]
+
+
+def build(name: str, device: str, dtype: torch.dtype):
+    """Random-weight transformer and matching random inputs (same compute as the real model)."""
+    from diffusers import FluxTransformer2DModel, WanTransformer3DModel
+
+    family, config, latent = CONFIGS[name]
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.device(device):
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)  # initialise in the target dtype: no fp32 copy of 14B weights
+        try:
+            model = (WanTransformer3DModel if family == "wan" else FluxTransformer2DModel)(**config)
+        finally:
+            torch.set_default_dtype(previous)
+    model = model.to(device).eval()  # already in dtype: built under set_default_dtype
+    text = 512 if family == "wan" or not name.startswith("tiny") else 10
+    if family == "wan":
+        inputs = dict(
+            hidden_states=torch.randn(1, config["in_channels"], *latent, generator=g, device=device, dtype=dtype),
+            timestep=torch.tensor([500], device=device),
+            encoder_hidden_states=torch.randn(1, text, config["text_dim"], generator=g, device=device, dtype=dtype),
+        )
+    else:
+        h, w = latent
+        ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(h * 1.0), torch.arange(w * 1.0),
+                                         indexing="ij"), -1).reshape(-1, 3).to(device)
+        inputs = dict(
+            hidden_states=torch.randn(1, h * w, config["in_channels"], generator=g, device=device, dtype=dtype),
+            encoder_hidden_states=torch.randn(1, text, config["joint_attention_dim"], generator=g, device=device,
+                                              dtype=dtype),
+            pooled_projections=torch.randn(1, config["pooled_projection_dim"], generator=g, device=device,
+                                           dtype=dtype),
+            timestep=torch.tensor([0.5], device=device), img_ids=ids, txt_ids=torch.zeros(text, 3, device=device),
+        )
+        if config.get("guidance_embeds"):
+            inputs["guidance"] = torch.tensor([3.5], device=device)
+    return model, inputs
+
+
+def variants(device: str) -> dict:
+    """name -> how to set the model up: ("backend", diffusers backend) or ("preset", preset, fp8 backend)."""
+    v = {"native": ("backend", "native")}
+    if device == "cuda":
+        v["_native_cudnn"] = ("backend", "_native_cudnn")
+        if fa3_reason() is None:
+            v["fa3-bf16"] = ("backend", "_flash_3")
+            # torchao's recipe: per-head quantization + FA3 FP8 in every self-attention
+            v["fa3-fp8-every-layer"] = ("preset", "speed", "fa3")
+    fp8_backend = "auto" if device == "cuda" else "reference"
+    v.update({f"accel-{p}": ("preset", p, fp8_backend) for p in ("speed", "balanced", "quality")})
+    return v
+
+
+@contextlib.contextmanager
+def configured(model, how):
+    if how[0] == "backend":
+        model.set_attention_backend(how[1])
+        try:
+            yield
+        finally:
+            model.reset_attention_backend()
+    else:
+        with accel.apply(model, preset=how[1], backend=how[2]):
+            yield
+
+
+def time_forward(model, inputs, repeats: int, device: str) -> float:
+    """Median seconds of one forward (after one warm-up)."""
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            if device == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(**inputs, return_dict=False)
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end) / 1e3
+            else:
+                t = time.perf_counter()
+                model(**inputs, return_dict=False)
+                elapsed = time.perf_counter() - t
+            if i:
+                times.append(elapsed)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_config(name: str, repeats: int, device: str) -> dict:
+    model, inputs = build(name, device, torch.bfloat16)
+    with torch.no_grad():
+        reference = model(**inputs, return_dict=False)[0].float()
+    rows = {}
+    for variant, how in variants(device).items():
+        try:
+            with configured(model, how):
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                seconds = time_forward(model, inputs, repeats, device)
+                with torch.no_grad():
+                    out = model(**inputs, return_dict=False)[0]
+            rows[variant] = {"s": seconds, "rel_l2_vs_native": rel_l2(out, reference),
+                             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+        except Exception as exc:  # a backend this machine lacks: say so, keep going
+            rows[variant] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
+    del model, inputs
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(prog="accel bench pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", default=",".join(REAL_CONFIGS), help=f"comma-separated from {', '.join(CONFIGS)}")
+    p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant (median)")
+    p.add_argument("--json", help="write all results here")
+    args = p.parse_args(argv)
+    names = args.configs.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and any(not n.startswith("tiny") for n in names):
+        raise ValueError("real-size configs need a CUDA GPU; on the CPU use --configs tiny-wan,tiny-flux")
+    env = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
+           "date": datetime.date.today().isoformat(), "torch": torch.__version__, "accel": accel.__version__}
+    print(json.dumps(env))
+    results = {}
+    for name in names:
+        results[name] = rows = bench_config(name, args.repeats, device)
+        base = rows.get("_native_cudnn", rows["native"]).get("s")
+        for variant, r in rows.items():
+            if "error" in r:
+                print(f"{name:<15} {variant:<22} ERROR {r['error']}", flush=True)
+            else:
+                mem = f"{r['peak_gib']:6.1f} GiB" if r["peak_gib"] is not None else ""
+                print(f"{name:<15} {variant:<22} {r['s']:9.4f} s  x{base / r['s']:5.2f}  "
+                      f"rel.L2 {r['rel_l2_vs_native']:.4f}  {mem}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "results": results}, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
