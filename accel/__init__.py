@@ -6,17 +6,18 @@ Start with :func:`apply` on a pipeline, the processor classes for diffusers'
 
 import importlib
 
+from .plan import PRESETS, FP8Config, Plan, PlanError, Rule
 from .sdpa import fp8_sdpa
 
 __version__ = "0.1.0"
-__all__ = ["AccelHandle", "FluxFP8AttnProcessor", "PRESETS", "WanFP8AttnProcessor", "apply", "fp8_sdpa",
-           "__version__"]
+__all__ = ["AccelHandle", "FP8Config", "FluxFP8AttnProcessor", "PRESETS", "Plan", "PlanError", "Rule",
+           "WanFP8AttnProcessor", "apply", "fp8_sdpa", "__version__"]
 
 
 def __getattr__(name: str):
     # The diffusers-facing parts import diffusers (slow): load them on first use.
     if name in ("WanFP8AttnProcessor", "FluxFP8AttnProcessor"):
         return getattr(importlib.import_module("accel.processors"), name)
-    if name in ("apply", "AccelHandle", "PRESETS"):
+    if name in ("apply", "AccelHandle"):
         return getattr(importlib.import_module("accel.integration"), name)
     raise AttributeError(f"module 'accel' has no attribute {name!r}")

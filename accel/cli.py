@@ -31,7 +31,7 @@ def _generate(args: argparse.Namespace) -> int:
         kind=args.kind, prompt=args.prompt, out=Path(out), model=args.model,
         negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
         width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
-        seed=args.seed, preset=args.preset, backend=args.backend, dtype=args.dtype,
+        seed=args.seed, preset=args.preset, plan=args.plan, backend=args.backend, dtype=args.dtype,
         cpu_offload=args.cpu_offload, compare=args.compare, overwrite=args.overwrite,
     )
     generate(settings)
@@ -56,7 +56,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _add_generate(sub, kind: str) -> None:
-    from .integration import PRESETS
+    from .plan import PRESETS
 
     p = sub.add_parser(kind, help=f"generate {'a video (Wan 2.1/2.2)' if kind == 'video' else 'an image (FLUX)'}",
                        description=f"Generate {'a video with a Wan 2.1/2.2' if kind == 'video' else 'an image with a FLUX'} "
@@ -74,6 +74,8 @@ def _add_generate(sub, kind: str) -> None:
     p.add_argument("--guidance", type=float, help="guidance scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
+    p.add_argument("--plan", type=Path, help="plan JSON (accel.Plan): which attention runs FP8 where and when; "
+                   "overrides --preset")
     p.add_argument("--backend", default="auto", help="FP8 backend: auto, triton, fa3, torch, reference")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="model dtype")
     p.add_argument("--cpu-offload", action="store_true", help="keep idle components on the CPU (accelerate)")

@@ -1,39 +1,30 @@
-"""``accel.apply``: put FP8 attention processors on a diffusers pipeline or transformer, and take
-them off again."""
+"""``accel.apply``: put FP8 attention processors on a diffusers pipeline or transformer, following
+a plan (a preset or a JSON file), and take them off again."""
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .backends import BACKEND_NAMES
+from .plan import Plan, Schedule, resolve_plan
+from .processors.common import FP8Numerics
 
 
 @dataclass(frozen=True)
-class Preset:
-    """An interim fixed rule (until per-step plans and calibration land): which blocks run FP8 and
-    with which scales. ``edge_fraction`` of the blocks at each end of the stack keep bf16."""
-
-    granularity: str
-    edge_fraction: float
-    description: str
-
-
-PRESETS: dict[str, Preset | None] = {
-    "off": None,
-    "speed": Preset("head", 0.0, "every self-attention in FP8, one scale per head"),
-    "balanced": Preset("token", 0.05, "per-token scales + smooth_k; first/last ~5% of blocks bf16"),
-    "quality": Preset("token", 0.10, "per-token scales + smooth_k; first/last ~10% of blocks bf16"),
-}
-
-_OWNER_ATTR = "_accel_original_processors"
+class _Family:
+    stock: type
+    fp8: type
+    #: processor name -> (block position, {processor slot: plan attention kind}) or None
+    locate: object
+    #: the transformer's timestep at the first denoising step (Wan: 1000; Flux gets t / 1000)
+    timestep_scale: float
 
 
-def _families():
-    """Supported transformer classes -> (stock processor class, FP8 processor factory, block key)."""
+def _families() -> dict[type, _Family]:
     from diffusers import FluxTransformer2DModel, WanTransformer3DModel
     from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
     from diffusers.models.transformers.transformer_wan import WanAttnProcessor
@@ -41,38 +32,66 @@ def _families():
     from .processors import FluxFP8AttnProcessor, WanFP8AttnProcessor
 
     return {
-        WanTransformer3DModel: (WanAttnProcessor, WanFP8AttnProcessor, _wan_block),
-        FluxTransformer2DModel: (FluxAttnProcessor, FluxFP8AttnProcessor, _flux_block),
+        WanTransformer3DModel: _Family(WanAttnProcessor, WanFP8AttnProcessor, _locate_wan, 1000.0),
+        FluxTransformer2DModel: _Family(FluxAttnProcessor, FluxFP8AttnProcessor, _locate_flux, 1.0),
     }
 
 
-def _wan_block(name: str, n_blocks: dict) -> int | None:
-    """Position in the block stack of a Wan self-attention processor, None for other modules."""
-    m = re.fullmatch(r"blocks\.(\d+)\.attn1\.processor", name)
-    return int(m.group(1)) if m else None
+def _locate_wan(name: str, transformer):
+    m = re.fullmatch(r"blocks\.(\d+)\.attn([12])\.processor", name)
+    if not m:
+        return None
+    slots = {"self": "self"} if m.group(2) == "1" else {"cross": "cross", "image": "image"}
+    return int(m.group(1)), len(transformer.blocks), slots
 
 
-def _flux_block(name: str, n_blocks: dict) -> int | None:
-    """Position of a Flux processor in the stack: double-stream blocks, then single-stream ones."""
+def _locate_flux(name: str, transformer):
     m = re.fullmatch(r"(single_)?transformer_blocks\.(\d+)\.attn\.processor", name)
     if not m:
         return None
-    return int(m.group(2)) + (n_blocks["transformer_blocks"] if m.group(1) else 0)
+    n_double = len(transformer.transformer_blocks)
+    total = n_double + len(transformer.single_transformer_blocks)
+    if m.group(1):
+        return n_double + int(m.group(2)), total, {"single": "self"}
+    return int(m.group(2)), total, {"double": "self"}
+
+
+class _StepClock:
+    """Forward pre-hook: reads the transformer's timestep, switches each processor's numerics when
+    the plan says so. Driven by the timestep, not a call counter, so it holds under classifier-free
+    guidance (two forwards per step), with two experts (Wan 2.2) and for any scheduler."""
+
+    def __init__(self, scale: float, entries: list[tuple[object, dict[str, Schedule]]], backend: str):
+        self.scale = scale
+        self.entries = entries
+        self.backend = backend
+
+    def __call__(self, module, args, kwargs):
+        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        if timestep is None:
+            return
+        t = float(torch.as_tensor(timestep).flatten()[0])
+        progress = min(max(1.0 - t / self.scale, 0.0), 1.0)
+        for processor, schedules in self.entries:
+            for slot, schedule in schedules.items():
+                processor.active[slot] = _numerics(schedule.at(progress), self.backend)
+
+
+def _numerics(config, backend: str) -> FP8Numerics | None:
+    return None if config is None else FP8Numerics(config.granularity, config.smooth_k, backend)
 
 
 class AccelHandle:
     """What :func:`apply` did; ``remove()`` (or leaving a ``with`` block) restores exactly the
     processors that were there before."""
 
-    def __init__(self, transformers: list[torch.nn.Module]):
+    def __init__(self, transformers: list[torch.nn.Module], plan: Plan):
         self.transformers = transformers
+        self.plan = plan
 
     def remove(self) -> None:
         for transformer in self.transformers:
-            original = getattr(transformer, _OWNER_ATTR, None)
-            if original is not None:
-                transformer.set_attn_processor(dict(original))
-                delattr(transformer, _OWNER_ATTR)
+            _uninstall(transformer)
 
     def __enter__(self) -> AccelHandle:
         return self
@@ -94,24 +113,30 @@ def _transformers_of(target) -> list[torch.nn.Module]:
     return found
 
 
-def apply(pipe_or_transformer, preset: str = "balanced", backend: str = "auto") -> AccelHandle:
+def apply(
+    pipe_or_transformer,
+    preset: str = "balanced",
+    plan: Plan | str | Path | None = None,
+    backend: str = "auto",
+) -> AccelHandle:
     """Install FP8 attention processors on a pipeline's transformer(s) (Wan 2.2's ``transformer``
     and ``transformer_2`` both) or on one transformer.
 
     Args:
         pipe_or_transformer: a diffusers pipeline or a ``WanTransformer3DModel`` /
             ``FluxTransformer2DModel``.
-        preset: one of :data:`PRESETS` (``off``, ``speed``, ``balanced``, ``quality``).
+        preset: a named plan from :data:`accel.PRESETS` (``off``, ``speed``, ``balanced``, ``quality``).
+        plan: a :class:`accel.Plan` or the path of a plan JSON file; overrides ``preset``.
         backend: the FP8 backend, as in :func:`accel.fp8_sdpa`.
 
     Only stock processors are replaced (IP-adapter and other custom processors stay); each new
-    processor keeps the replaced one's ``_attention_backend`` and ``_parallel_config``. Applying
-    again replaces, it does not stack. Returns a handle whose ``remove()`` restores the originals.
+    processor keeps the replaced one's ``_attention_backend`` and ``_parallel_config``. A plan
+    with step ranges adds a forward pre-hook that reads the timestep. Applying again replaces, it
+    does not stack. Returns a handle whose ``remove()`` restores the originals.
     """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    resolved = resolve_plan(preset, plan)
     transformers = _transformers_of(pipe_or_transformer)
     families = _families()
     for transformer in transformers:
@@ -119,28 +144,53 @@ def apply(pipe_or_transformer, preset: str = "balanced", backend: str = "auto") 
         if family is None:
             supported = ", ".join(cls.__name__ for cls in families)
             raise TypeError(f"accel.apply supports {supported}; got {type(transformer).__name__}")
-        _install(transformer, *family, PRESETS[preset], backend)
-    return AccelHandle(transformers)
+    for transformer in transformers:
+        _install(transformer, next(f for cls, f in families.items() if isinstance(transformer, cls)),
+                 resolved, backend)
+    return AccelHandle(transformers, resolved)
 
 
-def _install(transformer, stock_cls, fp8_cls, block_of, preset: Preset | None, backend: str) -> None:
-    original = getattr(transformer, _OWNER_ATTR, None) or dict(transformer.attn_processors)
-    n_blocks = {name: len(getattr(transformer, name)) for name in ("blocks", "transformer_blocks",
-                                                                   "single_transformer_blocks")
-                if hasattr(transformer, name)}
-    total = sum(n_blocks.values())
-    edge = math.ceil(preset.edge_fraction * total) if preset and preset.edge_fraction > 0 else 0
-    processors = {}
+_STATE = "_accel_state"  # (original processors, pre-hook handle or None) on an applied transformer
+
+
+def _uninstall(transformer) -> None:
+    state = getattr(transformer, _STATE, None)
+    if state is None:
+        return
+    original, hook = state
+    if hook is not None:
+        hook.remove()
+    transformer.set_attn_processor(dict(original))
+    delattr(transformer, _STATE)
+
+
+def _install(transformer, family: _Family, plan: Plan, backend: str) -> None:
+    _uninstall(transformer)  # applying again replaces: start from the originals
+    original = dict(transformer.attn_processors)
+    processors, timed = {}, []
     for name, proc in original.items():
-        block = block_of(name, n_blocks)
-        replace = (preset is not None and type(proc) in (stock_cls, fp8_cls)
-                   and block is not None and edge <= block < total - edge)
-        if replace:
-            new = fp8_cls(granularity=preset.granularity, backend=backend)
-            new._attention_backend = proc._attention_backend
-            new._parallel_config = proc._parallel_config
-            processors[name] = new
-        else:
-            processors[name] = proc
+        where = family.locate(name, transformer)
+        if where is None or type(proc) is not family.stock:
+            processors[name] = proc  # custom processors (IP-adapter...) and other modules stay
+            continue
+        block, n_blocks, slots = where
+        schedules = {slot: plan.schedule(kind, block, n_blocks) for slot, kind in slots.items()}
+        if all(s.pieces == ((0.0, 1.0, None),) for s in schedules.values()):
+            processors[name] = proc  # bf16 throughout: keep the stock processor
+            continue
+        new = family.fp8()
+        new.active = {slot: None for slot in new.active}
+        for slot, schedule in schedules.items():
+            new.active[slot] = _numerics(schedule.at(0.0), backend)
+        new._attention_backend = proc._attention_backend
+        new._parallel_config = proc._parallel_config
+        processors[name] = new
+        dependent = {slot: s for slot, s in schedules.items() if s.step_dependent}
+        if dependent:
+            timed.append((new, dependent))
     transformer.set_attn_processor(processors)
-    setattr(transformer, _OWNER_ATTR, original)
+    hook = None
+    if timed:
+        hook = transformer.register_forward_pre_hook(_StepClock(family.timestep_scale, timed, backend),
+                                                     with_kwargs=True)
+    setattr(transformer, _STATE, (original, hook))

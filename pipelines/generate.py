@@ -44,6 +44,7 @@ class GenerateSettings:
     guidance: float | None = None
     seed: int = 0
     preset: str = "balanced"
+    plan: Path | None = None
     backend: str = "auto"
     dtype: str = "bf16"
     cpu_offload: bool = False
@@ -76,6 +77,8 @@ class GenerateSettings:
             raise ValueError(f"--steps must be at least 1, got {self.steps}")
         if self.image is not None and not Path(self.image).exists():
             raise FileNotFoundError(f"--image {self.image} does not exist")
+        if self.plan is not None:
+            accel.Plan.load(self.plan)  # a bad plan fails here, before loading a model
 
 
 def _call_kwargs(s: GenerateSettings) -> dict:
@@ -151,9 +154,10 @@ def generate(s: GenerateSettings, log=print) -> dict:
     if s.compare:
         log("bf16 run (stock attention) for --compare")
         reference, record["timings"]["bf16"] = _run(pipe, s)
-    with accel.apply(pipe, preset=s.preset, backend=s.backend):
-        record["plan"] = {"preset": s.preset, "backend": s.backend, "fp8_attention_modules": _fp8_modules(pipe),
-                          "rule": None if accel.PRESETS[s.preset] is None else accel.PRESETS[s.preset].description}
+    with accel.apply(pipe, preset=s.preset, plan=s.plan, backend=s.backend) as handle:
+        record["plan"] = {"preset": None if s.plan else s.preset, "file": str(s.plan) if s.plan else None,
+                          "backend": s.backend, "fp8_attention_modules": _fp8_modules(pipe),
+                          **handle.plan.to_dict()}
         output, record["timings"]["fp8"] = _run(pipe, s)
     if reference is not None:
         record["compare"] = {"speedup": record["timings"]["bf16"]["total_s"] / record["timings"]["fp8"]["total_s"],

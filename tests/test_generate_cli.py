@@ -135,3 +135,43 @@ def test_help_everywhere_with_examples(argv, capsys):
         main(argv)
     assert exc.value.code == 0
     assert "example" in capsys.readouterr().out
+
+
+def test_wan22_two_experts_from_local_folder(tmp_path):
+    """A Wan 2.2-style pipeline (transformer + transformer_2, boundary_ratio) saved as safetensors:
+    both experts get FP8 processors."""
+    from diffusers import WanPipeline
+
+    from accel.pipelines.tiny import tiny_wan_pipeline
+
+    base = tiny_wan_pipeline()
+    second = tiny_wan_pipeline(seed=1).transformer
+    pipe = WanPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder, vae=base.vae,
+                       scheduler=base.scheduler, transformer=base.transformer, transformer_2=second,
+                       boundary_ratio=0.875)
+    folder = tmp_path / "tiny-wan22"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    out = tmp_path / "w22.gif"
+    assert main(["generate", "video", "--model", str(folder), "--prompt", "a fox", "--steps", "4",
+                 "--height", "64", "--width", "64", "--frames", "5", "--preset", "speed", "--out", str(out)]) == 0
+    record = _sidecar(out)
+    assert record["plan"]["fp8_attention_modules"] == 8  # 4 self-attentions in each expert
+
+
+def test_plan_file(tmp_path):
+    import accel
+
+    plan_path = tmp_path / "plan.json"
+    accel.Plan((accel.Rule(accel.FP8Config("head")),)).save(plan_path)
+    out = tmp_path / "p.png"
+    assert main(["generate", "image", "--prompt", "x", "--plan", str(plan_path), "--out", str(out)]) == 0
+    record = _sidecar(out)
+    assert record["plan"]["file"] == str(plan_path) and record["plan"]["rules"][0]["fp8"]["granularity"] == "head"
+    assert record["plan"]["fp8_attention_modules"] == 5  # 2 double + 3 single blocks
+
+
+def test_bad_plan_file_fails_before_loading(tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text('{"format": "accel-plan", "version": 1, "rules": [{"fp8": {"granularity": "x"}}]}')
+    assert main(["generate", "image", "--prompt", "x", "--plan", str(plan_path), "--out", str(tmp_path / "a.png")]) == 1
+    assert "rules[0].fp8.granularity" in capsys.readouterr().err

@@ -32,18 +32,17 @@ def attend(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    fp8: bool,
+    numerics: FP8Numerics | None,
     parallel_config=None,
 ) -> torch.Tensor:
-    """Attention on diffusers' (B, S, H, D) tensors: FP8 when ``fp8``, else exactly what the stock
-    processor would call (diffusers' dispatcher with the processor's backend)."""
-    if fp8:
-        n = processor.numerics
+    """Attention on diffusers' (B, S, H, D) tensors: FP8 with ``numerics``, or (None) exactly what
+    the stock processor would call (diffusers' dispatcher with the processor's backend)."""
+    if numerics is not None:
         dtype = query.dtype
         if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
-        out = fp8_sdpa(query, key, value, layout="bshd", granularity=n.granularity,
-                       smooth_k=n.smooth_k, backend=n.backend, strict=n.strict)
+        out = fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
+                       smooth_k=numerics.smooth_k, backend=numerics.backend, strict=numerics.strict)
         return out.to(dtype)
     return dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  backend=processor._attention_backend, parallel_config=parallel_config)

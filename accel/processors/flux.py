@@ -35,13 +35,16 @@ class FluxFP8AttnProcessor(FluxAttnProcessor):
         strict: bool = False,
     ):
         super().__init__()
-        self.double_stream = double_stream
-        self.single_stream = single_stream
-        self.numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        #: FP8 numerics per block kind, None for bf16; accel.apply's plans may change these
+        #: between denoising steps.
+        self.active: dict[str, FP8Numerics | None] = {
+            "double": numerics if double_stream else None,
+            "single": numerics if single_stream else None,
+        }
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(double_stream={self.double_stream}, "
-                f"single_stream={self.single_stream}, {self.numerics})")
+        return f"{type(self).__name__}({self.active})"
 
     def __call__(
         self,
@@ -51,8 +54,8 @@ class FluxFP8AttnProcessor(FluxAttnProcessor):
         attention_mask: torch.Tensor | None = None,
         image_rotary_emb: torch.Tensor | None = None,
     ):
-        fp8 = self.double_stream if encoder_hidden_states is not None else self.single_stream
-        if not fp8:
+        numerics = self.active["double" if encoder_hidden_states is not None else "single"]
+        if numerics is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if attention_mask is not None or self._parallel_config is not None:
             why = "an attention mask" if attention_mask is not None else "context parallelism"
@@ -76,7 +79,7 @@ class FluxFP8AttnProcessor(FluxAttnProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        hidden_states = attend(self, query, key, value, True).flatten(2, 3).to(query.dtype)
+        hidden_states = attend(self, query, key, value, numerics).flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return hidden_states
         text_len = encoder_hidden_states.shape[1]

@@ -55,14 +55,17 @@ class WanFP8AttnProcessor(WanAttnProcessor):
         strict: bool = False,
     ):
         super().__init__()
-        self.self_attention = self_attention
-        self.cross_attention = cross_attention
-        self.image_attention = image_attention
-        self.numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        #: FP8 numerics per attention kind, None for bf16. accel.apply's plans may change these
+        #: between denoising steps.
+        self.active: dict[str, FP8Numerics | None] = {
+            "self": numerics if self_attention else None,
+            "cross": numerics if cross_attention else None,
+            "image": numerics if image_attention else None,
+        }
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(self_attention={self.self_attention}, cross_attention="
-                f"{self.cross_attention}, image_attention={self.image_attention}, {self.numerics})")
+        return f"{type(self).__name__}({self.active})"
 
     def __call__(
         self,
@@ -73,9 +76,9 @@ class WanFP8AttnProcessor(WanAttnProcessor):
         rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         is_self = encoder_hidden_states is None
-        main_fp8 = self.self_attention if is_self else self.cross_attention
-        image_fp8 = self.image_attention and attn.add_k_proj is not None
-        if not (main_fp8 or image_fp8):
+        main = self.active["self" if is_self else "cross"]
+        image = self.active["image"] if attn.add_k_proj is not None else None
+        if main is None and image is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
         if attention_mask is not None or (is_self and self._parallel_config is not None):
             why = "an attention mask" if attention_mask is not None else "context parallelism"
@@ -101,11 +104,11 @@ class WanFP8AttnProcessor(WanAttnProcessor):
             key_img, value_img = _get_added_kv_projections(attn, encoder_hidden_states_img)
             key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
             value_img = value_img.unflatten(2, (attn.heads, -1))
-            hidden_states_img = attend(self, query, key_img, value_img, image_fp8)
+            hidden_states_img = attend(self, query, key_img, value_img, image)
             hidden_states_img = hidden_states_img.flatten(2, 3).type_as(query)
 
         parallel_config = self._parallel_config if is_self else None
-        hidden_states = attend(self, query, key, value, main_fp8, parallel_config)
+        hidden_states = attend(self, query, key, value, main, parallel_config)
         hidden_states = hidden_states.flatten(2, 3).type_as(query)
         if hidden_states_img is not None:
             hidden_states = hidden_states + hidden_states_img
