@@ -140,9 +140,16 @@ def generate(s: GenerateSettings, log=print) -> dict:
     load_s = time.perf_counter() - t0
     if loaded.random_weights:
         log(f"notice: {RANDOM_WEIGHTS_NOTICE}")
+    if s.cpu_offload and loaded.device == "cpu":
+        log("notice: --cpu-offload ignored: no CUDA GPU visible, everything already runs on the CPU")
     if loaded.device == "cpu":
-        log("notice: no CUDA GPU visible: running on the CPU; FP8 attention is emulated there "
-            "(the reference backend), which is correct but slow")
+        if loaded.random_weights:
+            log("notice: no CUDA GPU visible: running on the CPU; FP8 attention is emulated there "
+                "(the reference backend): correct, and fast enough for the tiny pipeline only")
+        elif s.preset != "off" or s.plan is not None:
+            log("notice: no CUDA GPU visible: running bf16 on the CPU (FP8 attention needs a GPU with "
+                "FP8 tensor cores; emulating it on a CPU would take hours for a real model)")
+            s.preset, s.plan = "off", None
     pipe = loaded.pipe
     pipe.set_progress_bar_config(desc="denoising")
 

@@ -175,3 +175,17 @@ def test_bad_plan_file_fails_before_loading(tmp_path, capsys):
     plan_path.write_text('{"format": "accel-plan", "version": 1, "rules": [{"fp8": {"granularity": "x"}}]}')
     assert main(["generate", "image", "--prompt", "x", "--plan", str(plan_path), "--out", str(tmp_path / "a.png")]) == 1
     assert "rules[0].fp8.granularity" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU path")
+def test_real_model_on_cpu_runs_bf16_with_notice(tmp_path, capsys):
+    from accel.pipelines.tiny import tiny_flux_pipeline
+
+    folder = tmp_path / "flux"
+    tiny_flux_pipeline().save_pretrained(folder, safe_serialization=True)
+    out = tmp_path / "cpu.png"
+    assert main(["generate", "image", "--model", str(folder), "--prompt", "x", "--height", "64", "--width", "64",
+                 "--steps", "2", "--cpu-offload", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "running bf16 on the CPU" in text and "--cpu-offload ignored" in text
+    assert _sidecar(out)["plan"]["fp8_attention_modules"] == 0
