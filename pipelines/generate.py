@@ -146,9 +146,9 @@ def generate(s: GenerateSettings, log=print) -> dict:
         if loaded.random_weights:
             log("notice: no CUDA GPU visible: running on the CPU; FP8 attention is emulated there "
                 "(the reference backend): correct, and fast enough for the tiny pipeline only")
-        elif s.preset != "off" or s.plan is not None:
+        elif (s.preset != "off" or s.plan is not None) and s.backend != "reference":
             log("notice: no CUDA GPU visible: running bf16 on the CPU (FP8 attention needs a GPU with "
-                "FP8 tensor cores; emulating it on a CPU would take hours for a real model)")
+                "FP8 tensor cores; emulating it on a CPU, --backend reference, is slow for a real model)")
             s.preset, s.plan = "off", None
     pipe = loaded.pipe
     pipe.set_progress_bar_config(desc="denoising")
