@@ -15,6 +15,10 @@ EXAMPLES = {
     "image": """examples:
   accel generate image --prompt "a red fox"                  # built-in tiny random pipeline, CPU ok
   accel generate image --model black-forest-labs/FLUX.1-dev --prompt "a fox" --preset speed --out fox.png""",
+    "calibrate": """examples:
+  accel calibrate video --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a fox" --steps 20 --out plan.json
+  accel calibrate video --prompt "a fox" --budget 0.2     # the code path, on the tiny pipeline
+  accel generate video --model ... --plan plan.json""",
     "bench": """examples:
   accel bench attention --quick
   accel bench attention --methods sdpa-cudnn-bf16,accel-triton-head
@@ -38,6 +42,21 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .pipelines.generate import GenerateSettings, calibrate_to_file
+
+    settings = GenerateSettings(
+        kind=args.kind, prompt=args.prompt, out=Path(args.out), model=args.model,
+        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
+        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
+        seed=args.seed, backend=args.backend, dtype=args.dtype, cpu_offload=args.cpu_offload,
+        overwrite=args.overwrite,
+    )
+    budget = None if args.max_error is not None else args.budget
+    calibrate_to_file(settings, budget, args.max_error, args.bins)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "attention":
         from .benchmarking.attention import main as run
@@ -55,13 +74,8 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_generate(sub, kind: str) -> None:
-    from .plan import PRESETS
-
-    p = sub.add_parser(kind, help=f"generate {'a video (Wan 2.1/2.2)' if kind == 'video' else 'an image (FLUX)'}",
-                       description=f"Generate {'a video with a Wan 2.1/2.2' if kind == 'video' else 'an image with a FLUX'} "
-                       "pipeline, attention in FP8. Without --model: a built-in tiny random pipeline (offline).",
-                       epilog=EXAMPLES[kind], formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_generation_args(p: argparse.ArgumentParser, kind: str) -> None:
+    """What a generation needs, shared by `generate` and `calibrate`."""
     p.add_argument("--prompt", required=True)
     p.add_argument("--model", help="local diffusers folder or hub id (default: built-in tiny random pipeline)")
     p.add_argument("--negative-prompt")
@@ -73,16 +87,39 @@ def _add_generate(sub, kind: str) -> None:
     p.add_argument("--steps", type=int, help="denoising steps")
     p.add_argument("--guidance", type=float, help="guidance scale")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
-    p.add_argument("--plan", type=Path, help="plan JSON (accel.Plan): which attention runs FP8 where and when; "
-                   "overrides --preset")
     p.add_argument("--backend", default="auto", help="FP8 backend: auto, triton, fa3, torch, reference")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="model dtype")
     p.add_argument("--cpu-offload", action="store_true", help="keep idle components on the CPU (accelerate)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _add_generate(sub, kind: str) -> None:
+    from .plan import PRESETS
+
+    p = sub.add_parser(kind, help=f"generate {'a video (Wan 2.1/2.2)' if kind == 'video' else 'an image (FLUX)'}",
+                       description=f"Generate {'a video with a Wan 2.1/2.2' if kind == 'video' else 'an image with a FLUX'} "
+                       "pipeline, attention in FP8. Without --model: a built-in tiny random pipeline (offline).",
+                       epilog=EXAMPLES[kind], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation_args(p, kind)
+    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
+    p.add_argument("--plan", type=Path, help="plan JSON (accel.Plan): which attention runs FP8 where and when; "
+                   "overrides --preset")
     p.add_argument("--compare", action="store_true", help="also run bf16; print speedup and fidelity")
     p.add_argument("--out", type=Path, help=f"output file ({'.mp4, .gif, .webp' if kind == 'video' else '.png, .jpg, .webp'})")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_generate, kind=kind)
+
+
+def _add_calibrate(sub, kind: str) -> None:
+    p = sub.add_parser(kind, help=f"calibrate a {'Wan' if kind == 'video' else 'FLUX'} pipeline",
+                       description="Run one bf16 generation, measure every self-attention's FP8 error per "
+                       "block and step range, keep the worst in bf16 within a budget, write a plan JSON.",
+                       epilog=EXAMPLES["calibrate"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation_args(p, kind)
+    p.add_argument("--budget", type=float, default=0.1, help="fraction of (block, step) cells kept bf16 (default 0.1)")
+    p.add_argument("--max-error", type=float, help="instead: keep bf16 every cell whose FP8 rel. L2 error exceeds this")
+    p.add_argument("--bins", type=int, default=10, help="step ranges the schedule is cut into (default 10)")
+    p.add_argument("--out", type=Path, default=Path("plan.json"), help="plan file to write (default plan.json)")
+    p.set_defaults(func=_calibrate, kind=kind)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen_sub = gen.add_subparsers(dest="kind", metavar="KIND", required=True)
     _add_generate(gen_sub, "video")
     _add_generate(gen_sub, "image")
+
+    cal = sub.add_parser("calibrate", help="measure FP8 error per block and step; write a plan",
+                         description="Calibrate a pipeline: a plan JSON that keeps the most FP8-sensitive "
+                         "attention blocks and steps in bf16.",
+                         epilog=EXAMPLES["calibrate"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    cal_sub = cal.add_subparsers(dest="kind", metavar="KIND", required=True)
+    _add_calibrate(cal_sub, "video")
+    _add_calibrate(cal_sub, "image")
 
     bench = sub.add_parser("bench", help="benchmarks (need a CUDA GPU)",
                            description="Run a benchmark; arguments after the name go to it (--help there).",

@@ -67,14 +67,21 @@ class _StepClock:
         self.backend = backend
 
     def __call__(self, module, args, kwargs):
-        timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        if timestep is None:
+        progress = denoising_progress(args, kwargs, self.scale)
+        if progress is None:
             return
-        t = float(torch.as_tensor(timestep).flatten()[0])
-        progress = min(max(1.0 - t / self.scale, 0.0), 1.0)
         for processor, schedules in self.entries:
             for slot, schedule in schedules.items():
                 processor.active[slot] = _numerics(schedule.at(progress), self.backend)
+
+
+def denoising_progress(args, kwargs, scale: float) -> float | None:
+    """0 at the first denoising step (pure noise), 1 at the last, from a transformer call's timestep."""
+    timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    if timestep is None:
+        return None
+    t = float(torch.as_tensor(timestep).flatten()[0])
+    return min(max(1.0 - t / scale, 0.0), 1.0)
 
 
 def _numerics(config, backend: str) -> FP8Numerics | None:

@@ -202,3 +202,27 @@ def _summary(record: dict, log) -> None:
     log(line)
     if record["random_weights"]:
         log(f"note: {RANDOM_WEIGHTS_NOTICE}")
+
+
+def calibrate_to_file(s: GenerateSettings, budget: float | None, max_error: float | None, bins: int,
+                      log=print) -> dict:
+    """``accel calibrate``: one measured bf16 generation, then the plan JSON at ``s.out``."""
+    s.resolve()
+    if s.out.suffix.lower() != ".json":
+        raise ValueError(f"--out must be a .json plan file (got {s.out.name!r})")
+    if s.out.exists() and not s.overwrite:
+        raise FileExistsError(f"{s.out} exists; pass --overwrite to replace it, or choose another --out")
+    for notice in s.notices:
+        log(f"notice: {notice}")
+    loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None, cpu_offload=s.cpu_offload)
+    if loaded.random_weights:
+        log(f"notice: {RANDOM_WEIGHTS_NOTICE} A plan calibrated on it says nothing about a real model.")
+    backend = s.backend if loaded.device == "cuda" or s.backend == "reference" else "reference"
+    kwargs = _call_kwargs(s)
+    plan, report = accel.calibrate(loaded.pipe, budget=budget, max_error=max_error, bins=bins, backend=backend,
+                                   **kwargs)
+    plan.save(s.out)
+    log(report.table())
+    log(f"wrote {s.out}: FP8 self-attention except {len(report.kept_bf16)} of {len(report.errors)} "
+        f"(block, step) cells kept in bf16; use it with --plan {s.out} or accel.apply(pipe, plan=...)")
+    return {"plan": plan.to_dict(), "kept_bf16": report.kept_bf16}

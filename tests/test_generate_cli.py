@@ -129,7 +129,8 @@ def test_debug_shows_traceback(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["generate", "--help"], ["generate", "video", "--help"],
-                                  ["generate", "image", "--help"], ["bench", "--help"], ["info", "--help"]])
+                                  ["generate", "image", "--help"], ["bench", "--help"], ["info", "--help"],
+                                  ["calibrate", "--help"], ["calibrate", "video", "--help"]])
 def test_help_everywhere_with_examples(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -190,3 +191,18 @@ def test_real_model_on_cpu_runs_bf16_with_notice(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "running bf16 on the CPU" in text and "--cpu-offload ignored" in text
     assert _sidecar(out)["plan"]["fp8_attention_modules"] == 0
+
+
+def test_calibrate_writes_a_plan_generate_accepts(tmp_path, capsys):
+    plan_path = tmp_path / "plan.json"
+    assert main(["calibrate", "video", "--prompt", "a fox", "--budget", "0.25", "--bins", "2",
+                 "--out", str(plan_path)]) == 0
+    import accel
+
+    plan = accel.Plan.load(plan_path)
+    assert plan.name == "calibrated" and len(plan.rules) >= 2  # FP8 everywhere + kept cells
+    assert "cells kept in bf16" in capsys.readouterr().out
+    out = tmp_path / "v.gif"
+    assert main(["generate", "video", "--prompt", "a fox", "--plan", str(plan_path), "--out", str(out)]) == 0
+    assert main(["calibrate", "video", "--prompt", "a fox", "--out", str(plan_path)]) == 1  # no overwrite
+    assert main(["calibrate", "image", "--prompt", "a fox", "--out", str(tmp_path / "p.txt")]) == 1

@@ -27,6 +27,13 @@ class FP8Numerics:
             raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
 
 
+class FP8AttentionMixin:
+    """The one place where the FP8 processors run an attention; calibration overrides it."""
+
+    def _attend(self, kind: str, query, key, value, numerics: FP8Numerics | None, parallel_config=None):
+        return attend(self, query, key, value, numerics, parallel_config)
+
+
 def attend(
     processor,
     query: torch.Tensor,

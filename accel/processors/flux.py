@@ -8,10 +8,10 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
 from .._warnings import warn_once
-from .common import FP8Numerics, attend
+from .common import FP8AttentionMixin, FP8Numerics
 
 
-class FluxFP8AttnProcessor(FluxAttnProcessor):
+class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
     """Drop-in for diffusers' ``FluxAttnProcessor`` (same call contract) that runs attention in
     FP8. One instance can serve every attention module:
     ``transformer.set_attn_processor(FluxFP8AttnProcessor())``; IP-adapter processors are not
@@ -79,7 +79,7 @@ class FluxFP8AttnProcessor(FluxAttnProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        hidden_states = attend(self, query, key, value, numerics).flatten(2, 3).to(query.dtype)
+        hidden_states = self._attend("self", query, key, value, numerics).flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return hidden_states
         text_len = encoder_hidden_states.shape[1]

@@ -11,7 +11,7 @@ from diffusers.models.transformers.transformer_wan import (
 )
 
 from .._warnings import warn_once
-from .common import FP8Numerics, attend
+from .common import FP8AttentionMixin, FP8Numerics
 
 #: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
 TEXT_CONTEXT_LENGTH = 512
@@ -28,7 +28,7 @@ def _apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Ten
     return out.type_as(x)
 
 
-class WanFP8AttnProcessor(WanAttnProcessor):
+class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
     """Drop-in for diffusers' ``WanAttnProcessor`` (same call contract) that runs the chosen
     attentions in FP8. One instance can serve every attention module:
     ``transformer.set_attn_processor(WanFP8AttnProcessor())``.
@@ -104,11 +104,11 @@ class WanFP8AttnProcessor(WanAttnProcessor):
             key_img, value_img = _get_added_kv_projections(attn, encoder_hidden_states_img)
             key_img = attn.norm_added_k(key_img).unflatten(2, (attn.heads, -1))
             value_img = value_img.unflatten(2, (attn.heads, -1))
-            hidden_states_img = attend(self, query, key_img, value_img, image)
+            hidden_states_img = self._attend("image", query, key_img, value_img, image)
             hidden_states_img = hidden_states_img.flatten(2, 3).type_as(query)
 
         parallel_config = self._parallel_config if is_self else None
-        hidden_states = attend(self, query, key, value, main, parallel_config)
+        hidden_states = self._attend("self" if is_self else "cross", query, key, value, main, parallel_config)
         hidden_states = hidden_states.flatten(2, 3).type_as(query)
         if hidden_states_img is not None:
             hidden_states = hidden_states + hidden_states_img
