@@ -10,8 +10,8 @@ from .plan import PRESETS, FP8Config, Plan, PlanError, Rule
 from .sdpa import fp8_sdpa
 
 __version__ = "0.1.0"
-__all__ = ["AccelHandle", "CalibrationReport", "FP8Config", "FluxFP8AttnProcessor", "PRESETS", "Plan", "PlanError", "Rule",
-           "WanFP8AttnProcessor", "apply", "calibrate", "fp8_sdpa", "__version__"]
+__all__ = ["AccelHandle", "CalibrationReport", "FidelityReport", "FP8Config", "FluxFP8AttnProcessor", "PRESETS", "Plan", "PlanError", "Rule",
+           "WanFP8AttnProcessor", "apply", "calibrate", "compare", "fp8_sdpa", "__version__"]
 
 
 def __getattr__(name: str):
@@ -20,6 +20,8 @@ def __getattr__(name: str):
         return getattr(importlib.import_module("accel.processors"), name)
     if name in ("apply", "AccelHandle"):
         return getattr(importlib.import_module("accel.integration"), name)
+    if name in ("compare", "FidelityReport"):
+        return getattr(importlib.import_module("accel.fidelity"), name)
     if name in ("calibrate", "CalibrationReport"):
         return getattr(importlib.import_module("accel.calibration"), name)
     raise AttributeError(f"module 'accel' has no attribute {name!r}")

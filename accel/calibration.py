@@ -15,11 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .integration import _families, _transformers_of, denoising_progress
+from .measure import measure_attention
 from .plan import FP8Config, Plan, Rule
-from .processors.common import FP8Numerics, attend
-from .sdpa import fp8_sdpa
-from .testing import cosine, rel_l2
 
 
 @dataclass
@@ -40,41 +37,6 @@ class CalibrationReport:
             decision = "bf16" if (block, b) in self.kept_bf16 else "fp8"
             lines.append(f"{block:>5} {lo:>5.2f}-{hi:<5.2f} {err:>8.4f} {self.cosines[(block, b)]:>8.5f}  {decision}")
         return "\n".join(lines)
-
-
-class _Recorder:
-    def __init__(self, bins: int):
-        self.bins = bins
-        self.progress = 0.0
-        self.sums: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-
-    def add(self, block: int, err: float, cos: float) -> None:
-        b = min(int(self.progress * self.bins), self.bins - 1)
-        entry = self.sums[(block, b)]
-        entry[0] += err
-        entry[1] += cos
-        entry[2] += 1
-
-
-def _measuring_class(base: type):
-    """A processor of ``base``'s family that returns bf16 attention and records FP8's error."""
-
-    class Measuring(base):
-        def _attend(self, kind, query, key, value, numerics, parallel_config=None):
-            reference = attend(self, query, key, value, None, parallel_config)
-            if numerics is not None:
-                dtype = torch.bfloat16 if query.dtype not in (torch.bfloat16, torch.float16) else query.dtype
-                fp8 = self.fp8_fn(*(t.to(dtype) for t in (query, key, value)), numerics)
-                self.recorder.add(self.block, rel_l2(fp8, reference), cosine(fp8, reference))
-            return reference
-
-    Measuring.__name__ = f"Measuring{base.__name__}"
-    return Measuring
-
-
-def _default_fp8(query, key, value, numerics: FP8Numerics) -> torch.Tensor:
-    return fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
-                    smooth_k=numerics.smooth_k, backend=numerics.backend)
 
 
 def calibrate(
@@ -103,54 +65,13 @@ def calibrate(
         raise ValueError("give exactly one of budget (a bf16 fraction in [0, 1]) or max_error")
     if budget is not None and not 0 <= budget <= 1:
         raise ValueError(f"budget is a fraction of attention cells kept in bf16, in [0, 1]; got {budget}")
-    transformers = _transformers_of(pipe)
-    families = _families()
-    recorder = _Recorder(bins)
-    numerics = FP8Numerics(fp8.granularity, fp8.smooth_k, backend)
-    restore, hooks, n_blocks = [], [], 0
-    try:
-        for transformer in transformers:
-            family = next((f for cls, f in families.items() if isinstance(transformer, cls)), None)
-            if family is None:
-                raise TypeError(f"calibrate supports {', '.join(c.__name__ for c in families)}; "
-                                f"got {type(transformer).__name__}")
-            measuring = _measuring_class(family.fp8)
-            original = dict(transformer.attn_processors)
-            processors = {}
-            for name, proc in original.items():
-                where = family.locate(name, transformer)
-                slots = where[2] if where else {}
-                if where is None or type(proc) is not family.stock or "self" not in slots.values():
-                    processors[name] = proc
-                    continue
-                block, n_blocks, _ = where
-                new = measuring()
-                new.active = {slot: (numerics if kind == "self" else None) for slot, kind in
-                              {**{s: None for s in new.active}, **slots}.items()}
-                new.recorder, new.block, new.fp8_fn = recorder, block, fp8_fn or _default_fp8
-                new._attention_backend, new._parallel_config = proc._attention_backend, proc._parallel_config
-                processors[name] = new
-            transformer.set_attn_processor(processors)
-            restore.append((transformer, original))
-
-            def clock(module, args, kwargs, scale=family.timestep_scale):
-                progress = denoising_progress(args, kwargs, scale)
-                if progress is not None:
-                    recorder.progress = progress
-
-            hooks.append(transformer.register_forward_pre_hook(clock, with_kwargs=True))
-        with torch.no_grad():
-            pipe(**call_kwargs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for transformer, original in restore:
-            transformer.set_attn_processor(original)
-
-    report = CalibrationReport(bins, n_blocks)
-    for cell, (err, cos, count) in recorder.sums.items():
-        report.errors[cell] = err / count
-        report.cosines[cell] = cos / count
+    with measure_attention(pipe, Plan((Rule(fp8),)), backend, forward_fp8=False, bins=bins,
+                           fp8_fn=fp8_fn) as recorder, torch.no_grad():
+        pipe(**call_kwargs)
+    report = CalibrationReport(bins, recorder.n_blocks)
+    for cell, (err, cos) in recorder.means().items():
+        report.errors[cell] = err
+        report.cosines[cell] = cos
     ranked = sorted(report.errors, key=lambda c: -report.errors[c])
     if max_error is not None:
         report.kept_bf16 = [c for c in ranked if report.errors[c] > max_error]

@@ -19,6 +19,9 @@ EXAMPLES = {
   accel calibrate video --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a fox" --steps 20 --out plan.json
   accel calibrate video --prompt "a fox" --budget 0.2     # the code path, on the tiny pipeline
   accel generate video --model ... --plan plan.json""",
+    "compare": """examples:
+  accel compare video --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a fox" --preset speed --plot err.png
+  accel compare image --prompt "a fox" --plan plan.json --json report.json   # tiny pipeline, CPU ok""",
     "bench": """examples:
   accel bench attention --quick
   accel bench attention --methods sdpa-cudnn-bf16,accel-triton-head
@@ -54,6 +57,20 @@ def _calibrate(args: argparse.Namespace) -> int:
     )
     budget = None if args.max_error is not None else args.budget
     calibrate_to_file(settings, budget, args.max_error, args.bins)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .pipelines.generate import GenerateSettings, compare_report
+
+    settings = GenerateSettings(
+        kind=args.kind, prompt=args.prompt, out=Path("unused"), model=args.model,
+        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
+        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
+        seed=args.seed, preset=args.preset, plan=args.plan, backend=args.backend, dtype=args.dtype,
+        cpu_offload=args.cpu_offload, overwrite=args.overwrite,
+    )
+    compare_report(settings, args.plot, args.json)
     return 0
 
 
@@ -109,6 +126,21 @@ def _add_generate(sub, kind: str) -> None:
     p.set_defaults(func=_generate, kind=kind)
 
 
+def _add_compare(sub, kind: str) -> None:
+    from .plan import PRESETS
+
+    p = sub.add_parser(kind, help=f"compare a {'Wan' if kind == 'video' else 'FLUX'} pipeline in bf16 and FP8",
+                       description="Same seed in bf16 and with a preset or plan: per-block attention error, "
+                       "final-latent rel. L2, PSNR and SSIM of the output, time.",
+                       epilog=EXAMPLES["compare"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_generation_args(p, kind)
+    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
+    p.add_argument("--plan", type=Path, help="plan JSON; overrides --preset")
+    p.add_argument("--plot", type=Path, help="PNG of the per-block attention error")
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.set_defaults(func=_compare, kind=kind)
+
+
 def _add_calibrate(sub, kind: str) -> None:
     p = sub.add_parser(kind, help=f"calibrate a {'Wan' if kind == 'video' else 'FLUX'} pipeline",
                        description="Run one bf16 generation, measure every self-attention's FP8 error per "
@@ -147,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     cal_sub = cal.add_subparsers(dest="kind", metavar="KIND", required=True)
     _add_calibrate(cal_sub, "video")
     _add_calibrate(cal_sub, "image")
+
+    cmp = sub.add_parser("compare", help="fidelity report: bf16 against a preset or plan, same seed",
+                         description="Fidelity report: bf16 against a preset or plan with the same seed.",
+                         epilog=EXAMPLES["compare"], formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp_sub = cmp.add_subparsers(dest="kind", metavar="KIND", required=True)
+    _add_compare(cmp_sub, "video")
+    _add_compare(cmp_sub, "image")
 
     bench = sub.add_parser("bench", help="benchmarks (need a CUDA GPU)",
                            description="Run a benchmark; arguments after the name go to it (--help there).",

@@ -191,6 +191,7 @@ def _install(transformer, family: _Family, plan: Plan, backend: str) -> None:
             new.active[slot] = _numerics(schedule.at(0.0), backend)
         new._attention_backend = proc._attention_backend
         new._parallel_config = proc._parallel_config
+        new.position = (block, n_blocks)  # where the plan placed it; read by measurements
         processors[name] = new
         dependent = {slot: s for slot, s in schedules.items() if s.step_dependent}
         if dependent:

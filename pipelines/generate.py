@@ -226,3 +226,36 @@ def calibrate_to_file(s: GenerateSettings, budget: float | None, max_error: floa
     log(f"wrote {s.out}: FP8 self-attention except {len(report.kept_bf16)} of {len(report.errors)} "
         f"(block, step) cells kept in bf16; use it with --plan {s.out} or accel.apply(pipe, plan=...)")
     return {"plan": plan.to_dict(), "kept_bf16": report.kept_bf16}
+
+
+def compare_report(s: GenerateSettings, plot: Path | None, json_out: Path | None, log=print) -> dict:
+    """``accel compare``: bf16 against a preset or plan, same seed; table, optional PNG and JSON."""
+    import json
+
+    s.resolve()
+    for path in (plot, json_out):
+        if path is not None and path.exists() and not s.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    for notice in s.notices:
+        log(f"notice: {notice}")
+    loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None, cpu_offload=s.cpu_offload)
+    if loaded.random_weights:
+        log(f"notice: {RANDOM_WEIGHTS_NOTICE}")
+    backend = s.backend if loaded.device == "cuda" or s.backend == "reference" else "reference"
+    kwargs = _call_kwargs(s)
+    kwargs.pop("generator")
+    kwargs.pop("output_type", None)
+    report = accel.compare(loaded.pipe, preset=s.preset, plan=s.plan, backend=backend, seed=s.seed, **kwargs)
+    log(report.table())
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()
+                if k not in ("out", "compare", "overwrite")}
+    record = {"settings": settings, "model": loaded.model, "versions": _versions(), "speedup": report.speedup,
+              **asdict(report),
+              "per_block": {str(b): {"rel_l2": e, "cosine": c} for b, (e, c) in report.per_block.items()}}
+    if plot is not None:
+        report.plot(plot)
+        log(f"wrote {plot}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(record, indent=2, default=str))
+        log(f"wrote {json_out}")
+    return record
