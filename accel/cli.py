@@ -30,47 +30,40 @@ EXAMPLES = {
 }
 
 
+def _settings(args: argparse.Namespace, out: Path):
+    """The generation settings shared by generate, calibrate and compare."""
+    from .pipelines.generate import GenerateSettings
+
+    return GenerateSettings(
+        kind=args.kind, prompt=args.prompt, out=out, model=args.model, negative_prompt=args.negative_prompt,
+        image=getattr(args, "image", None), height=args.height, width=args.width,
+        frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance, seed=args.seed,
+        preset=getattr(args, "preset", "balanced"), plan=getattr(args, "plan", None), backend=args.backend,
+        dtype=args.dtype, cpu_offload=args.cpu_offload, compare=getattr(args, "compare", False),
+        overwrite=args.overwrite,
+    )
+
+
 def _generate(args: argparse.Namespace) -> int:
-    from .pipelines.generate import GenerateSettings, generate
+    from .pipelines.generate import generate
 
     out = args.out or Path("accel-video.mp4" if args.kind == "video" else "accel-image.png")
-    settings = GenerateSettings(
-        kind=args.kind, prompt=args.prompt, out=Path(out), model=args.model,
-        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
-        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
-        seed=args.seed, preset=args.preset, plan=args.plan, backend=args.backend, dtype=args.dtype,
-        cpu_offload=args.cpu_offload, compare=args.compare, overwrite=args.overwrite,
-    )
-    generate(settings)
+    generate(_settings(args, Path(out)))
     return 0
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from .pipelines.generate import GenerateSettings, calibrate_to_file
+    from .pipelines.generate import calibrate_to_file
 
-    settings = GenerateSettings(
-        kind=args.kind, prompt=args.prompt, out=Path(args.out), model=args.model,
-        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
-        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
-        seed=args.seed, backend=args.backend, dtype=args.dtype, cpu_offload=args.cpu_offload,
-        overwrite=args.overwrite,
-    )
     budget = None if args.max_error is not None else args.budget
-    calibrate_to_file(settings, budget, args.max_error, args.bins)
+    calibrate_to_file(_settings(args, Path(args.out)), budget, args.max_error, args.bins)
     return 0
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .pipelines.generate import GenerateSettings, compare_report
+    from .pipelines.generate import compare_report
 
-    settings = GenerateSettings(
-        kind=args.kind, prompt=args.prompt, out=Path("unused"), model=args.model,
-        negative_prompt=args.negative_prompt, image=getattr(args, "image", None), height=args.height,
-        width=args.width, frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance,
-        seed=args.seed, preset=args.preset, plan=args.plan, backend=args.backend, dtype=args.dtype,
-        cpu_offload=args.cpu_offload, overwrite=args.overwrite,
-    )
-    compare_report(settings, args.plot, args.json)
+    compare_report(_settings(args, Path("unused")), args.plot, args.json)
     return 0
 
 
@@ -110,32 +103,33 @@ def _add_generation_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
-def _add_generate(sub, kind: str) -> None:
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
     from .plan import PRESETS
 
+    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
+    p.add_argument("--plan", type=Path, help="plan JSON (accel.Plan): which attention runs FP8 where and when; "
+                   "overrides --preset")
+
+
+def _add_generate(sub, kind: str) -> None:
     p = sub.add_parser(kind, help=f"generate {'a video (Wan 2.1/2.2)' if kind == 'video' else 'an image (FLUX)'}",
                        description=f"Generate {'a video with a Wan 2.1/2.2' if kind == 'video' else 'an image with a FLUX'} "
                        "pipeline, attention in FP8. Without --model: a built-in tiny random pipeline (offline).",
                        epilog=EXAMPLES[kind], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_generation_args(p, kind)
-    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
-    p.add_argument("--plan", type=Path, help="plan JSON (accel.Plan): which attention runs FP8 where and when; "
-                   "overrides --preset")
+    _add_plan_args(p)
     p.add_argument("--compare", action="store_true", help="also run bf16; print speedup and fidelity")
     p.add_argument("--out", type=Path, help=f"output file ({'.mp4, .gif, .webp' if kind == 'video' else '.png, .jpg, .webp'})")
     p.set_defaults(func=_generate, kind=kind)
 
 
 def _add_compare(sub, kind: str) -> None:
-    from .plan import PRESETS
-
     p = sub.add_parser(kind, help=f"compare a {'Wan' if kind == 'video' else 'FLUX'} pipeline in bf16 and FP8",
                        description="Same seed in bf16 and with a preset or plan: per-block attention error, "
                        "final-latent rel. L2, PSNR and SSIM of the output, time.",
                        epilog=EXAMPLES["compare"], formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_generation_args(p, kind)
-    p.add_argument("--preset", default="balanced", choices=list(PRESETS), help="FP8 preset (default balanced)")
-    p.add_argument("--plan", type=Path, help="plan JSON; overrides --preset")
+    _add_plan_args(p)
     p.add_argument("--plot", type=Path, help="PNG of the per-block attention error")
     p.add_argument("--json", type=Path, help="write the report here")
     p.set_defaults(func=_compare, kind=kind)

@@ -204,6 +204,16 @@ def _summary(record: dict, log) -> None:
         log(f"note: {RANDOM_WEIGHTS_NOTICE}")
 
 
+def _load_for_measuring(s: GenerateSettings, log) -> tuple[Loaded, str]:
+    """Load for calibration or comparison; FP8 is measured with the emulation on a CPU."""
+    for notice in s.notices:
+        log(f"notice: {notice}")
+    loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None, cpu_offload=s.cpu_offload)
+    if loaded.random_weights:
+        log(f"notice: {RANDOM_WEIGHTS_NOTICE} Measurements on it say nothing about a real model.")
+    return loaded, (s.backend if loaded.device == "cuda" else "reference")
+
+
 def calibrate_to_file(s: GenerateSettings, budget: float | None, max_error: float | None, bins: int,
                       log=print) -> dict:
     """``accel calibrate``: one measured bf16 generation, then the plan JSON at ``s.out``."""
@@ -212,12 +222,7 @@ def calibrate_to_file(s: GenerateSettings, budget: float | None, max_error: floa
         raise ValueError(f"--out must be a .json plan file (got {s.out.name!r})")
     if s.out.exists() and not s.overwrite:
         raise FileExistsError(f"{s.out} exists; pass --overwrite to replace it, or choose another --out")
-    for notice in s.notices:
-        log(f"notice: {notice}")
-    loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None, cpu_offload=s.cpu_offload)
-    if loaded.random_weights:
-        log(f"notice: {RANDOM_WEIGHTS_NOTICE} A plan calibrated on it says nothing about a real model.")
-    backend = s.backend if loaded.device == "cuda" or s.backend == "reference" else "reference"
+    loaded, backend = _load_for_measuring(s, log)
     kwargs = _call_kwargs(s)
     plan, report = accel.calibrate(loaded.pipe, budget=budget, max_error=max_error, bins=bins, backend=backend,
                                    **kwargs)
@@ -236,12 +241,7 @@ def compare_report(s: GenerateSettings, plot: Path | None, json_out: Path | None
     for path in (plot, json_out):
         if path is not None and path.exists() and not s.overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    for notice in s.notices:
-        log(f"notice: {notice}")
-    loaded = load_pipeline(s.kind, s.model, s.dtype, image_to_video=s.image is not None, cpu_offload=s.cpu_offload)
-    if loaded.random_weights:
-        log(f"notice: {RANDOM_WEIGHTS_NOTICE}")
-    backend = s.backend if loaded.device == "cuda" or s.backend == "reference" else "reference"
+    loaded, backend = _load_for_measuring(s, log)
     kwargs = _call_kwargs(s)
     kwargs.pop("generator")
     kwargs.pop("output_type", None)
