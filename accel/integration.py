@@ -85,7 +85,9 @@ def denoising_progress(args, kwargs, scale: float) -> float | None:
 
 
 def _numerics(config, backend: str) -> FP8Numerics | None:
-    return None if config is None else FP8Numerics(config.granularity, config.smooth_k, backend)
+    if config is None:
+        return None
+    return FP8Numerics(config.granularity, config.smooth_k, backend, smooth_v=config.smooth_v)
 
 
 class AccelHandle:

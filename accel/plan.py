@@ -34,6 +34,7 @@ class FP8Config:
 
     granularity: str = "token"
     smooth_k: bool = True
+    smooth_v: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class Plan:
         for r in self.rules:
             d: dict = {"attention": r.attention,
                        "fp8": None if r.fp8 is None else {"granularity": r.fp8.granularity,
-                                                          "smooth_k": r.fp8.smooth_k}}
+                                                          "smooth_k": r.fp8.smooth_k,
+                                                          "smooth_v": r.fp8.smooth_v}}
             if r.blocks is not None:
                 d["blocks"] = list(r.blocks)
             if r.edge_blocks is not None:
@@ -162,14 +164,15 @@ def _rule_from_dict(d, where: str) -> Rule:
     if fp8 is not None:
         if not isinstance(fp8, dict):
             raise PlanError(f"{where}.fp8: expected null or an object")
-        _check_keys(fp8, {"granularity", "smooth_k"}, f"{where}.fp8")
+        _check_keys(fp8, {"granularity", "smooth_k", "smooth_v"}, f"{where}.fp8")
         granularity = fp8.get("granularity", "token")
         if granularity not in GRANULARITIES:
             raise PlanError(f"{where}.fp8.granularity: expected one of {GRANULARITIES}, got {granularity!r}")
-        smooth_k = fp8.get("smooth_k", True)
-        if not isinstance(smooth_k, bool):
-            raise PlanError(f"{where}.fp8.smooth_k: expected true or false, got {smooth_k!r}")
-        fp8 = FP8Config(granularity, smooth_k)
+        flags = {"smooth_k": fp8.get("smooth_k", True), "smooth_v": fp8.get("smooth_v", False)}
+        for flag, value in flags.items():
+            if not isinstance(value, bool):
+                raise PlanError(f"{where}.fp8.{flag}: expected true or false, got {value!r}")
+        fp8 = FP8Config(granularity, **flags)
     attention = d.get("attention", "self")
     if attention not in ATTENTION_KINDS:
         raise PlanError(f"{where}.attention: expected one of {ATTENTION_KINDS}, got {attention!r}")
@@ -194,14 +197,14 @@ _SELF_TOKEN = Rule(FP8Config("token", True))
 _EDGES_BF16 = Rule(None, edge_blocks=0.05)
 
 #: Named plans. ``speed``: every self-attention FP8 with one scale per head. ``balanced``:
-#: per-token scales + smooth_k, the first and last ~5% of blocks bf16. ``quality``: balanced,
-#: plus bf16 everywhere for the first ~20% and last ~10% of the denoising steps, where the layout
-#: of the image and its fine detail are decided.
+#: per-token scales + smooth_k, the first and last ~5% of blocks bf16. ``quality``: balanced with
+#: smooth_v too, plus bf16 everywhere for the first ~20% and last ~10% of the denoising steps,
+#: where the layout of the image and its fine detail are decided.
 PRESETS: dict[str, Plan] = {
     "off": Plan((), "off"),
     "speed": Plan((Rule(FP8Config("head", True)),), "speed"),
     "balanced": Plan((_SELF_TOKEN, _EDGES_BF16), "balanced"),
-    "quality": Plan((_SELF_TOKEN, _EDGES_BF16, Rule(None, "any", steps=(0.0, 0.2)),
+    "quality": Plan((Rule(FP8Config("token", True, True)), _EDGES_BF16, Rule(None, "any", steps=(0.0, 0.2)),
                      Rule(None, "any", steps=(0.9, 1.0))), "quality"),
 }
 

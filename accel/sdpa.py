@@ -28,6 +28,7 @@ def fp8_sdpa(
     layout: str = "bhsd",
     granularity: str = "head",
     smooth_k: bool = True,
+    smooth_v: bool = False,
     backend: str = "auto",
     return_lse: bool = False,
     strict: bool = False,
@@ -48,6 +49,8 @@ def fp8_sdpa(
         smooth_k: subtract K's per-(batch, head) channel mean before quantizing. Exact (it shifts
             each query row's scores by a constant) and much more accurate when K has a channel
             offset, as diffusion transformers' keys do.
+        smooth_v: subtract V's per-(batch, head) channel mean before quantizing and add it to the
+            output. Exact (softmax rows sum to 1); pays off when V has channel offsets.
         backend: ``"triton"`` (ours), ``"fa3"`` (FlashAttention-3, head granularity),
             ``"torch"`` (torch's experimental FP8 SDPA op on FA3), ``"reference"`` (pure torch,
             any device, slow) or ``"auto"``: the fastest one that can serve the call.
@@ -69,7 +72,7 @@ def fp8_sdpa(
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
     call = AttentionCall(q, k, v, bool(is_causal), float(scale), layout, granularity,
-                         bool(smooth_k), bool(return_lse))
+                         bool(smooth_k), bool(return_lse), bool(smooth_v))
 
     if q.numel() == 0:  # empty batch, heads or queries: nothing to attend
         out = torch.empty_like(query)

@@ -68,13 +68,13 @@ def _attend_blocks(
 
 @triton.jit
 def _fp8_attention_kernel(
-    q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, out_ptr, lse_ptr,
+    q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, v_mean_ptr, out_ptr, lse_ptr,
     qk_scale, Sq, Skv, H,
     sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d, sqd_bh, skd_bh,
     so_b, so_h, so_s, so_d,
     D_OUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PER_TOKEN_QK: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    WRITE_LSE: tl.constexpr, OUT_BF16: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    WRITE_LSE: tl.constexpr, HAS_V_MEAN: tl.constexpr, OUT_BF16: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -118,6 +118,8 @@ def _fp8_attention_kernel(
         out = acc * inv[:, None] * v_scale[None, :]
     else:
         out = acc * (inv * tl.load(v_descale_ptr + pid_bh))[:, None]
+    if HAS_V_MEAN:  # smooth-V: the subtracted channel mean comes back exactly (rows of P sum to 1)
+        out += tl.load(v_mean_ptr + pid_bh * HEAD_DIM + offs_d)[None, :]
     b = pid_bh // H
     h = pid_bh % H
     o_ptrs = out_ptr + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :] * so_d
@@ -139,10 +141,11 @@ def launch_attention(
     is_causal: bool = False,
     lse: torch.Tensor | None = None,
     config: AttentionConfig | None = None,
+    v_mean: torch.Tensor | None = None,
 ) -> None:
     """Launch the kernel, writing ``out`` (any (B, H, Sq, head_dim) strided view) and, if given,
     ``lse`` (B, H, Sq) fp32, natural log. Descales: (B, H) per head or (B, H, S) per token for Q
-    and K; (B, H) or (B, H, Dp) per channel for V."""
+    and K; (B, H) or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output."""
     assert P_SCALE == 256.0  # the kernel hard-codes the power of two
     assert out.dtype in (torch.bfloat16, torch.float16), out.dtype
     B, H, Sq, Dp = q8.shape
@@ -150,14 +153,16 @@ def launch_attention(
     cfg = config or default_config(Dp, per_token=q_descale.dim() == 3)
     grid = (triton.cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
-        q8, k8, v8t, q_descale, k_descale, v_descale, out, out if lse is None else lse,
+        q8, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean, out,
+        out if lse is None else lse,
         sm_scale * LOG2E, Sq, Skv, H,
         q8.stride(1), q8.stride(2), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
         q_descale.stride(1), k_descale.stride(1),
         *out.stride(),
         D_OUT=head_dim, HEAD_DIM=Dp, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         PER_TOKEN_QK=q_descale.dim() == 3, PER_CHANNEL_V=v_descale.dim() == 3,
-        IS_CAUSAL=is_causal, WRITE_LSE=lse is not None, OUT_BF16=out.dtype == torch.bfloat16,
+        IS_CAUSAL=is_causal, WRITE_LSE=lse is not None, HAS_V_MEAN=v_mean is not None,
+        OUT_BF16=out.dtype == torch.bfloat16,
         EMULATE_CAST=interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

@@ -17,21 +17,23 @@ LAYOUTS = ("bhsd", "bshd")
 
 @torch.library.custom_op("accel::quantize_qkv", mutates_args=())
 def quantize_qkv(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, transpose_v: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool,
+    transpose_v: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """e4m3 copies and fp32 descales of (B, H, S, D) views of Q, K and V, in one op call.
 
     Q and K use ``granularity``; V uses one scale per head for ``"head"`` and one per channel
-    for ``"token"``. ``smooth_k`` subtracts K's channel mean. ``transpose_v`` writes V as
-    (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8, q_descale, k_descale, v_descale);
-    shapes as :func:`accel.kernels.quantize.quantize_fp8`.
+    for ``"token"``. ``smooth_k`` / ``smooth_v`` subtract K's / V's channel mean. ``transpose_v``
+    writes V as (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8, q_descale, k_descale,
+    v_descale, v_mean): shapes as :func:`accel.kernels.quantize.quantize_fp8`; v_mean is
+    (B, H, Dp) fp32, to add back to the output, or empty without ``smooth_v``.
     """
-    (q8, qd), (k8, kd), (v8, vd) = quantize_many([
+    (q8, qd, _), (k8, kd, _), (v8, vd, v_mean) = quantize_many([
         QuantizeJob(q, granularity),
         QuantizeJob(k, granularity, smooth_k),
-        QuantizeJob(v, value_granularity(granularity), transpose=transpose_v),
+        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
     ])
-    return q8, k8, v8, qd, kd, vd
+    return q8, k8, v8, qd, kd, vd, (v_mean if smooth_v else q8.new_empty((0,), dtype=torch.float32))
 
 
 def value_granularity(granularity: str) -> str:
@@ -56,11 +58,13 @@ def _quantized_fake(x, granularity, transpose):
 
 
 @quantize_qkv.register_fake
-def _quantize_qkv_fake(q, k, v, granularity, smooth_k, transpose_v):
+def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v):
     q8, qd = _quantized_fake(q, granularity, False)
     k8, kd = _quantized_fake(k, granularity, False)
     v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
-    return q8, k8, v8, qd, kd, vd
+    B, H, _, D = v.shape
+    v_mean = v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
+    return q8, k8, v8, qd, kd, vd, v_mean
 
 
 def _new_output(q8: torch.Tensor, head_dim: int, out_dtype: torch.dtype, layout: str) -> torch.Tensor:
@@ -79,6 +83,7 @@ def fp8_attention(
     q_descale: torch.Tensor,
     k_descale: torch.Tensor,
     v_descale: torch.Tensor,
+    v_mean: torch.Tensor,
     head_dim: int,
     sm_scale: float,
     is_causal: bool,
@@ -87,7 +92,8 @@ def fp8_attention(
     return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized inputs. Returns ``(out, lse)``: out in ``layout`` and
-    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor."""
+    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
+    ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1)."""
     out = _new_output(q8, head_dim, out_dtype, layout)
     B, H, Sq, _ = q8.shape
     lse = q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
@@ -95,12 +101,13 @@ def fp8_attention(
         q8, k8, v8t, q_descale, k_descale, v_descale,
         out.transpose(1, 2) if layout == "bshd" else out,
         head_dim, sm_scale, is_causal, lse if return_lse else None,
+        v_mean=v_mean if v_mean.numel() else None,
     )
     return out, lse
 
 
 @fp8_attention.register_fake
-def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, head_dim, sm_scale,
+def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, head_dim, sm_scale,
                         is_causal, out_dtype, layout, return_lse):
     B, H, Sq, _ = q8.shape
     out = _new_output(q8, head_dim, out_dtype, layout)

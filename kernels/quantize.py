@@ -242,6 +242,14 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
+class Quantized(NamedTuple):
+    """An e4m3 copy, its fp32 descale, and the channel mean subtracted first (None unless smoothed)."""
+
+    x8: torch.Tensor
+    descale: torch.Tensor
+    mean: torch.Tensor | None
+
+
 class QuantizeJob(NamedTuple):
     """One tensor to quantize: a (B, H, S, D) view and how (see :func:`quantize_fp8`)."""
 
@@ -251,9 +259,10 @@ class QuantizeJob(NamedTuple):
     transpose: bool = False
 
 
-def quantize_many(jobs: Sequence[QuantizeJob]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def quantize_many(jobs: Sequence[QuantizeJob]) -> list[Quantized]:
     """Quantize up to three tensors of one (B, H, *, D) shape family in at most three launches
-    (statistics, finalize, cast). Returns ``(x8, descale)`` per job, as :func:`quantize_fp8`."""
+    (statistics, finalize, cast). Returns one :class:`Quantized` per job; shapes as
+    :func:`quantize_fp8`, means (B, H, Dp) fp32."""
     if not 1 <= len(jobs) <= 3:
         raise ValueError(f"quantize_many takes 1 to 3 tensors, got {len(jobs)}")
     for job in jobs:
@@ -313,7 +322,7 @@ def quantize_many(jobs: Sequence[QuantizeJob]) -> list[tuple[torch.Tensor, torch
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(per_slot(jobs, jobs[0]))},
         EMULATE_CAST=interpreting(), num_warps=4,
     )
-    return list(zip(outs, descales))
+    return [Quantized(*parts) for parts in zip(outs, descales, means)]
 
 
 def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp):
@@ -359,4 +368,4 @@ def quantize_fp8(
     ``smooth`` subtracts the per-(batch, head) channel mean over tokens before quantizing (the
     caller accounts for it).
     """
-    return quantize_many([QuantizeJob(x, granularity, smooth, transpose)])[0]
+    return tuple(quantize_many([QuantizeJob(x, granularity, smooth, transpose)])[0][:2])

@@ -54,9 +54,9 @@ def test_fake_tensor_shapes():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     q, k, v = (torch.randn(2, 3, n, 80, device=device).bfloat16() for n in (37, 50, 50))
     for gran in ("head", "token"):
-        real = ops.quantize_qkv(q, k, v, gran, True, True)
+        real = ops.quantize_qkv(q, k, v, gran, True, True, True)
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake = ops.quantize_qkv(*(mode.from_tensor(t) for t in (q, k, v)), gran, True, True)
+            fake = ops.quantize_qkv(*(mode.from_tensor(t) for t in (q, k, v)), gran, True, True, True)
         for r, f in zip(real, fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
         out_real = ops.fp8_attention(*real, 80, 0.1, False, torch.bfloat16, "bshd", True)

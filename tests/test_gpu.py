@@ -107,3 +107,17 @@ def test_nonfinite_inputs_do_not_become_finite():
         out = accel.fp8_sdpa(q, k, v, granularity=gran, backend="triton")
         assert out[:, 1].isnan().all(), gran  # every row of head 1 sees the Inf key
         assert out[:, 0].isfinite().all(), gran
+
+
+@pytest.mark.parametrize("backend", GPU_BACKENDS)
+def test_smooth_v_on_gpu(backend):
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(1, 8, 2000, 2000, 128, "gaussian", layout="bshd", device="cuda", generator=g)
+    v = (v.float() + 6.0).bfloat16()
+    ref, _ = exact_attention(q, k, v, layout="bshd")
+    mean = v.transpose(1, 2).double().mean(dim=2, keepdim=True)
+    errs = {}
+    for smooth in (False, True):
+        out = accel.fp8_sdpa(q, k, v, layout="bshd", smooth_v=smooth, backend=backend, strict=True)
+        errs[smooth] = rel_l2(out.transpose(1, 2).double() - mean, ref - mean)
+    assert errs[True] < 0.5 * errs[False], errs

@@ -25,6 +25,7 @@ def test_custom_plan_round_trip():
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "atention": "self"}]}, "rules[0].atention"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"granularity": "block"}}]}, "rules[0].fp8.granularity"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"smooth_k": "yes"}}]}, "rules[0].fp8.smooth_k"),
+    ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"smooth_v": 1}}]}, "rules[0].fp8.smooth_v"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "steps": [0.5, 0.2]}]}, "rules[0].steps"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "edge_blocks": 0.9}]}, "rules[0].edge_blocks"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "blocks": ["1"]}]}, "rules[0].blocks"),
@@ -62,7 +63,7 @@ def test_presets_are_what_the_readme_says():
     assert balanced[:2] == [None, None] and balanced[-2:] == [None, None]  # ceil(5% of 40) = 2
     assert all(c == FP8Config("token", True) for c in balanced[2:-2])
     quality = PRESETS["quality"].schedule("self", 10, n)
-    assert quality.at(0.1) is None and quality.at(0.5) == FP8Config("token", True) and quality.at(0.95) is None
+    assert quality.at(0.1) is None and quality.at(0.5) == FP8Config("token", True, True) and quality.at(0.95) is None
     assert all(PRESETS["balanced"].schedule(k, 10, n).at(0.5) is None for k in ("cross", "image"))
 
 

@@ -182,3 +182,16 @@ def test_compiled_transformer_has_no_graph_breaks():
     assert explanation.graph_break_count == 0, explanation.break_reasons
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     assert rel_l2(run(compiled, inputs), eager) < 1e-3
+
+
+def test_compile_repeated_blocks_with_fp8_processors():
+    """diffusers' regional compilation: each block compiled once, reused for every block."""
+    model, inputs = tiny_wan(layers=3), wan_inputs()
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference"))
+    eager = run(model, inputs)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+    assert rel_l2(run(model, inputs), eager) < 1e-3
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one graph serves all 3 blocks
+    assert rel_l2(run(model, wan_inputs(seed=5)), run(tiny_wan(layers=3), wan_inputs(seed=5))) < 0.05

@@ -99,6 +99,15 @@ def test_causal_layouts_dtypes(layout, dtype):
         assert rel_l2(out, ref) < TOL
 
 
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_smooth_v_matches_reference(granularity):
+    q, k, v = activation_like_qkv(1, 2, 60, 70, 64, "gaussian", device=DEVICE, generator=_gen())
+    v = (v.float() + 5.0).to(v.dtype)
+    out = accel.fp8_sdpa(q, k, v, granularity=granularity, smooth_v=True, backend="triton")
+    ref = accel.fp8_sdpa(q, k, v, granularity=granularity, smooth_v=True, backend="reference")
+    assert rel_l2(out, ref) < TOL
+
+
 def test_strided_inputs_are_read_in_place():
     """Any strides: a slice of a fused QKV projection, as diffusers produces, is not copied."""
     qkv = torch.randn(1, 48, 3, 2, 64, device=DEVICE, generator=_gen()).bfloat16()  # (B, S, 3, H, D)

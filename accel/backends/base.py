@@ -21,6 +21,7 @@ class AttentionCall:
     granularity: str
     smooth_k: bool
     return_lse: bool
+    smooth_v: bool = False
 
     @property
     def head_dim(self) -> int:

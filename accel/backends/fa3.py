@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import AttentionCall, Backend
+from .base import AttentionCall, Backend, to_layout
 from .env import cuda_fp8_reason, fa3_reason, is_hopper, triton_reason
 
 FA3_FP8_HEAD_DIMS = (64, 128, 256)
@@ -31,10 +31,18 @@ def head_granularity_reason(call: AttentionCall, name: str) -> str | None:
 
 
 def quantize_for_fa3(call: AttentionCall):
-    """Per-head e4m3 Q, K, V in (B, H, S, D) contiguous memory and their (B, H) descales."""
+    """Per-head e4m3 Q, K, V in (B, H, S, D) contiguous memory, their (B, H) descales, and V's
+    channel mean (B, H, D) when smoothing V (else empty)."""
     from accel.kernels import ops
 
-    return ops.quantize_qkv(call.query, call.key, call.value, "head", call.smooth_k, False)
+    return ops.quantize_qkv(call.query, call.key, call.value, "head", call.smooth_k, call.smooth_v, False)
+
+
+def add_value_mean(out_bhsd: torch.Tensor, v_mean: torch.Tensor) -> torch.Tensor:
+    """Undo smooth-V on a (B, H, S, D) output: add V's channel mean back (rows of P sum to 1)."""
+    if not v_mean.numel():
+        return out_bhsd
+    return (out_bhsd.float() + v_mean[:, :, None, : out_bhsd.shape[-1]]).to(out_bhsd.dtype)
 
 
 class FA3Backend(Backend):
@@ -49,14 +57,12 @@ class FA3Backend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         import flash_attn_interface
 
-        q8, k8, v8, qd, kd, vd = quantize_for_fa3(call)
+        q8, k8, v8, qd, kd, vd, v_mean = quantize_for_fa3(call)
         # FA3 reads (B, S, H, D) with a unit last stride: our contiguous (B, H, S, D) viewed as such.
         out, lse = flash_attn_interface.flash_attn_func(
             q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2),
             softmax_scale=call.scale, causal=call.is_causal,
             q_descale=qd, k_descale=kd, v_descale=vd, return_attn_probs=True,
         )[:2]
-        out = out.to(call.query.dtype)  # FA3's FP8 path writes bf16
-        if call.layout == "bhsd":
-            out = out.transpose(1, 2)
-        return out, (lse if call.return_lse else None)
+        out = add_value_mean(out.transpose(1, 2), v_mean).to(call.query.dtype)  # FA3 writes bf16
+        return to_layout(out, call.layout), (lse if call.return_lse else None)

@@ -107,7 +107,9 @@ class ReferenceBackend(Backend):
         v_granularity = "channel" if call.granularity == "token" else "head"  # as ops.value_granularity
         q8, qd = quantize_reference(call.query, call.granularity)
         k8, kd = quantize_reference(call.key, call.granularity, smooth=call.smooth_k)
-        v8, vd = quantize_reference(call.value, v_granularity)
+        v8, vd = quantize_reference(call.value, v_granularity, smooth=call.smooth_v)
         out, lse = attention_reference(q8, k8, v8, qd, kd, vd, call.scale, call.is_causal)
+        if call.smooth_v:  # rows of P sum to 1: the subtracted mean comes back exactly
+            out = out + call.value.float().mean(dim=2, keepdim=True)
         out = to_layout(out.to(call.query.dtype), call.layout)
         return out, (lse if call.return_lse else None)

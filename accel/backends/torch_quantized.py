@@ -14,7 +14,7 @@ import torch
 
 from .base import AttentionCall, Backend, to_layout
 from .env import torch_quantized_reason, triton_reason
-from .fa3 import head_granularity_reason, quantize_for_fa3
+from .fa3 import add_value_mean, head_granularity_reason, quantize_for_fa3
 
 
 @functools.cache
@@ -39,9 +39,9 @@ class TorchQuantizedBackend(Backend):
         )
 
         _activate_fa3()
-        q8, k8, v8, qd, kd, vd = quantize_for_fa3(call)
+        q8, k8, v8, qd, kd, vd, v_mean = quantize_for_fa3(call)
         out = _scaled_dot_product_attention_quantized(
             q8, k8, v8, is_causal=call.is_causal, scale=call.scale,
             q_descale=qd, k_descale=kd, v_descale=vd,
         )
-        return to_layout(out.to(call.query.dtype), call.layout), None
+        return to_layout(add_value_mean(out, v_mean).to(call.query.dtype), call.layout), None

@@ -29,11 +29,11 @@ class TritonBackend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
 
-        q8, k8, v8t, qd, kd, vd = ops.quantize_qkv(
-            call.query, call.key, call.value, call.granularity, call.smooth_k, True
+        q8, k8, v8t, qd, kd, vd, v_mean = ops.quantize_qkv(
+            call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True
         )
         out, lse = ops.fp8_attention(
-            q8, k8, v8t, qd, kd, vd, call.head_dim, call.scale, call.is_causal,
+            q8, k8, v8t, qd, kd, vd, v_mean, call.head_dim, call.scale, call.is_causal,
             call.query.dtype, call.layout, call.return_lse,
         )
         return out, (lse if call.return_lse else None)

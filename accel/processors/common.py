@@ -19,6 +19,7 @@ class FP8Numerics:
     smooth_k: bool = True
     backend: str = "auto"
     strict: bool = False
+    smooth_v: bool = False
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -49,7 +50,8 @@ def attend(
         if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
         out = fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
-                       smooth_k=numerics.smooth_k, backend=numerics.backend, strict=numerics.strict)
+                       smooth_k=numerics.smooth_k, smooth_v=numerics.smooth_v, backend=numerics.backend,
+                       strict=numerics.strict)
         return out.to(dtype)
     return dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  backend=processor._attention_backend, parallel_config=parallel_config)
