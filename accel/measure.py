@@ -71,6 +71,7 @@ def measure_attention(pipe, plan: Plan, backend: str, *, forward_fp8: bool, bins
             for proc in transformer.attn_processors.values():
                 if isinstance(proc, FP8AttentionMixin) and hasattr(proc, "position"):
                     proc._attend = types.MethodType(_measuring_attend, proc)  # this instance only
+                    proc.fused_qk = False  # measured calls must go through _attend
                     proc._recorder, proc._forward_fp8 = recorder, forward_fp8
                     proc._measure_fp8 = fp8_fn or default_fp8
                     recorder.n_blocks = proc.position[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .attention import launch_attention
+from .norm_rope import norm_rope_quantize as _launch_norm_rope
 from .quantize import GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many
 
 LAYOUTS = ("bhsd", "bshd")
@@ -67,6 +68,46 @@ def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v):
     return q8, k8, v8, qd, kd, vd, v_mean
 
 
+@torch.library.custom_op("accel::quantize_value", mutates_args=())
+def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """V alone, transposed for our kernel (when Q and K come from :func:`norm_rope_quantize`):
+    (v8t, v_descale, v_mean or empty); ``granularity`` is that of Q and K."""
+    v8t, vd, mean = quantize_many([QuantizeJob(v, value_granularity(granularity), smooth_v, True)])[0]
+    return v8t, vd, (mean if smooth_v else v8t.new_empty((0,), dtype=torch.float32))
+
+
+@quantize_value.register_fake
+def _quantize_value_fake(v, granularity, smooth_v):
+    v8t, vd = _quantized_fake(v, value_granularity(granularity), True)
+    B, H, _, D = v.shape
+    return v8t, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
+
+
+@torch.library.custom_op("accel::norm_rope_quantize", mutates_args=())
+def norm_rope_quantize(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor, heads: int,
+    granularity: str, smooth: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Wan's RMSNorm across heads + RoPE + e4m3 quantization in one pass over the projection
+    output (B, S, H*D): see :func:`accel.kernels.norm_rope.norm_rope_quantize`. The mean is
+    empty unless ``smooth``."""
+    x8, descale, mean = _launch_norm_rope(x, weight, eps, cos, sin, heads, granularity, smooth)
+    return x8, descale, (mean if mean is not None else x8.new_empty((0,), dtype=torch.float32))
+
+
+@norm_rope_quantize.register_fake
+def _norm_rope_quantize_fake(x, weight, eps, cos, sin, heads, granularity, smooth):
+    B, S, HD = x.shape
+    D = HD // heads
+    x8 = x.new_empty((B, heads, S, D), dtype=torch.float8_e4m3fn)
+    if granularity == "token":
+        s_pad = (S + V_TOKEN_ALIGN - 1) // V_TOKEN_ALIGN * V_TOKEN_ALIGN
+        descale = x.new_empty_strided((B, heads, S), (heads * s_pad, s_pad, 1), dtype=torch.float32)
+    else:
+        descale = x.new_empty((B, heads), dtype=torch.float32)
+    return x8, descale, x.new_empty((B, heads, D) if smooth else (0,), dtype=torch.float32)
+
+
 def _new_output(q8: torch.Tensor, head_dim: int, out_dtype: torch.dtype, layout: str) -> torch.Tensor:
     """Output tensor in the caller's layout; returned as a (B, H, S, D) view for the kernel."""
     B, H, Sq, _ = q8.shape
@@ -114,4 +155,5 @@ def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, he
     return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
 
 
-__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "quantize_qkv", "value_granularity"]
+__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "norm_rope_quantize", "quantize_qkv", "quantize_value",
+           "value_granularity"]

@@ -65,3 +65,12 @@ def test_fake_tensor_shapes():
                                          torch.bfloat16, "bshd", True)
         for r, f in zip(out_real, out_fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    x = torch.randn(2, 37, 3 * 64, device=device).bfloat16()
+    w, cos, sin = torch.ones(3 * 64, device=device), torch.rand(37, 32, device=device), torch.rand(37, 32, device=device)
+    for gran, smooth in (("head", True), ("token", False)):
+        real = ops.norm_rope_quantize(x, w, 1e-6, cos, sin, 3, gran, smooth) + ops.quantize_value(q, gran, smooth)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fx, fw, fc, fs, fq = (mode.from_tensor(t) for t in (x, w, cos, sin, q))
+            fake = ops.norm_rope_quantize(fx, fw, 1e-6, fc, fs, 3, gran, smooth) + ops.quantize_value(fq, gran, smooth)
+        for r, f in zip(real, fake):
+            assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()

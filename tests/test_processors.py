@@ -195,3 +195,27 @@ def test_compile_repeated_blocks_with_fp8_processors():
     assert rel_l2(run(model, inputs), eager) < 1e-3
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # one graph serves all 3 blocks
     assert rel_l2(run(model, wan_inputs(seed=5)), run(tiny_wan(layers=3), wan_inputs(seed=5))) < 0.05
+
+
+@pytest.mark.skipif(not interpreting(), reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_fused_norm_rope_quantization_matches_unfused(granularity):
+    """Wan self-attention through the fused RMSNorm + RoPE + quantization kernel gives what stock
+    norm + RoPE followed by our quantization gives (up to the bf16 rounding the fused path skips)."""
+    model, inputs = tiny_wan(), wan_inputs()
+    model = model.to(torch.bfloat16)
+    inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+    calls = []
+    from accel.kernels import ops
+
+    original = ops.norm_rope_quantize
+    ops.norm_rope_quantize = lambda *a: calls.append(a[6]) or original(*a)
+    try:
+        model.set_attn_processor(accel.WanFP8AttnProcessor(granularity=granularity, backend="triton"))
+        fused = run(model, inputs)
+    finally:
+        ops.norm_rope_quantize = original
+    assert calls.count(granularity) == 2 * 4  # Q and K of every block's self-attention
+    model.set_attn_processor(accel.WanFP8AttnProcessor(granularity=granularity, backend="triton", fused_qk=False))
+    unfused = run(model, inputs)
+    assert rel_l2(fused, unfused) < 1e-2

@@ -168,3 +168,31 @@ def test_lse_of_true_scores_with_smoothing():
     exact = torch.logsumexp((q.double() @ k.double().transpose(-1, -2)) / math.sqrt(64), dim=-1)
     assert (lse.double() - exact).abs().max() < 0.05 * exact.abs().max()
     assert (lse.double() - exact).abs().max() <= (lse_plain.double() - exact).abs().max() + 0.05
+
+
+@pytest.mark.parametrize("granularity", ["head", "token"])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_fused_norm_rope_quantize_matches_stock_then_quantize(granularity, smooth):
+    """RMSNorm across heads (torch's module) and Wan's interleaved RoPE in fp32, then our
+    reference quantization: the fused kernel produces the same e4m3 values and scales."""
+    from accel.kernels.norm_rope import norm_rope_quantize
+
+    g = _gen()
+    B, S, H, D = 2, 37, 3, 64
+    x = (torch.randn(B, S, H * D, generator=g, device=DEVICE) * 3 + 1).bfloat16()
+    weight = (torch.rand(H * D, generator=g, device=DEVICE) + 0.5).bfloat16()
+    angles = torch.arange(S, device=DEVICE)[:, None] * torch.exp(
+        -torch.arange(D // 2, device=DEVICE) / (D // 2) * math.log(1e4))[None, :]
+    cos, sin = angles.cos(), angles.sin()
+    norm = torch.nn.RMSNorm(H * D, eps=1e-6).to(DEVICE)
+    norm.weight.data = weight.float()
+    y = norm(x.float()).unflatten(2, (H, D))
+    even, odd, c, s = y[..., 0::2], y[..., 1::2], cos[None, :, None], sin[None, :, None]
+    roped = torch.empty_like(y)
+    roped[..., 0::2], roped[..., 1::2] = even * c - odd * s, even * s + odd * c
+    x8, descale, mean = norm_rope_quantize(x, weight, 1e-6, cos, sin, H, granularity, smooth)
+    r8, rdescale = quantize_reference(roped.transpose(1, 2), granularity, smooth)
+    mismatch = (x8.float() != r8.float()).float().mean().item()
+    assert mismatch < (1e-3 if interpreting() else 2e-2)  # GPU: rsqrt.approx and FMA roundings
+    assert torch.allclose(descale, rdescale, rtol=1e-3)
+    assert (mean is None) == (not smooth)

@@ -28,6 +28,44 @@ def _apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Ten
     return out.type_as(x)
 
 
+def _fusable(attn, numerics: FP8Numerics, hidden_states: torch.Tensor) -> bool:
+    """Whether our fused norm + RoPE + quantization kernel can serve this self-attention: our
+    Triton kernels would run it (not FA3), Wan's stock RMSNorms, a supported head dim."""
+    from ..backends.env import cuda_fp8_reason, fa3_reason, triton_interpreting, triton_reason
+    from ..kernels.norm_rope import norm_rope_supported
+
+    device = hidden_states.device
+    if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
+            device.type == "cpu" and triton_interpreting()):
+        return False
+    ours = numerics.backend == "triton" or (
+        numerics.backend == "auto" and (numerics.granularity == "token" or fa3_reason() is not None or
+                                        device.type != "cuda"))
+    norms = (attn.norm_q, attn.norm_k)
+    return (ours and all(isinstance(n, torch.nn.RMSNorm) and n.weight is not None for n in norms)
+            and norm_rope_supported(attn.inner_dim // attn.heads))
+
+
+def _fused_self_attention(attn, hidden_states, numerics: FP8Numerics, rotary_emb) -> torch.Tensor:
+    from ..kernels import ops
+
+    query, key, value = _get_qkv_projections(attn, hidden_states, None)
+    heads = attn.heads
+    head_dim = query.shape[-1] // heads
+    cos, sin = rotary_emb[0][0, :, 0, 0::2], rotary_emb[1][0, :, 0, 1::2]  # one value per channel pair
+    g = numerics.granularity
+    eps = [n.eps if n.eps is not None else torch.finfo(query.dtype).eps for n in (attn.norm_q, attn.norm_k)]
+    q8, qd, _ = ops.norm_rope_quantize(query, attn.norm_q.weight, eps[0], cos, sin, heads, g, False)
+    k8, kd, _ = ops.norm_rope_quantize(key, attn.norm_k.weight, eps[1], cos, sin, heads, g, numerics.smooth_k)
+    v8t, vd, v_mean = ops.quantize_value(value.unflatten(2, (heads, -1)).transpose(1, 2), g, numerics.smooth_v)
+    out, _ = ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, head_dim, head_dim ** -0.5, False,
+                               query.dtype, "bshd", False)
+    hidden_states = out.flatten(2, 3).type_as(query)
+    return attn.to_out[1](attn.to_out[0](hidden_states))
+
+
 class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
     """Drop-in for diffusers' ``WanAttnProcessor`` (same call contract) that runs the chosen
     attentions in FP8. One instance can serve every attention module:
@@ -39,6 +77,8 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
             quantization costs more than FP8 saves.
         image_attention: the image-to-video branch (257 image tokens). Off by default, as above.
         granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
+        fused_qk: where our Triton kernels serve the self-attention, run RMSNorm + RoPE +
+            quantization of Q and K as one kernel (no bf16 copy of the roped Q/K is written).
 
     A call with an attention mask, or under diffusers' context parallelism, runs stock (one
     warning). ``_attention_backend`` and ``_parallel_config`` work as on the stock processor.
@@ -53,8 +93,10 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         smooth_k: bool = True,
         backend: str = "auto",
         strict: bool = False,
+        fused_qk: bool = True,
     ):
         super().__init__()
+        self.fused_qk = fused_qk
         numerics = FP8Numerics(granularity, smooth_k, backend, strict)
         #: FP8 numerics per attention kind, None for bf16. accel.apply's plans may change these
         #: between denoising steps.
@@ -84,6 +126,9 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
             why = "an attention mask" if attention_mask is not None else "context parallelism"
             warn_once(f"WanFP8AttnProcessor: calls with {why} run the stock bf16 processor")
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+        if is_self and rotary_emb is not None and self.fused_qk and _fusable(attn, main, hidden_states):
+            return _fused_self_attention(attn, hidden_states, main, rotary_emb)
 
         encoder_hidden_states_img = None
         if attn.add_k_proj is not None:
