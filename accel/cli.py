@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import __version__
+
 EXAMPLES = {
     "video": """examples:
   accel generate video --prompt "a fox in the snow"          # built-in tiny random pipeline, CPU ok
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"accel {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gen = sub.add_parser("generate", help="generate a video or an image",
