@@ -44,10 +44,13 @@ CONFIGS = {
     "wan-1.3b-480p": ("wan", WAN_1_3B, (21, 60, 104)),
     "flux-dev-1024": ("flux", FLUX_DEV, (64, 64)),  # 4,096 image + 512 text tokens
     "flux-dev-2048": ("flux", FLUX_DEV, (128, 128)),  # 16,384 + 512
+    # one block of each (plus the embeddings and output head, a small share): per-block timing
+    "wan-14b-720p-1block": ("wan", {**WAN_14B, "num_layers": 1}, (21, 90, 160)),
+    "flux-dev-1024-1block": ("flux", {**FLUX_DEV, "num_layers": 1, "num_single_layers": 1}, (64, 64)),
     "tiny-wan": ("wan", TINY_WAN, (3, 8, 8)),
     "tiny-flux": ("flux", TINY_FLUX, (6, 6)),
 }
-REAL_CONFIGS = [name for name in CONFIGS if not name.startswith("tiny")]
+REAL_CONFIGS = [name for name in CONFIGS if not name.startswith("tiny") and "1block" not in name]
 
 
 def build(name: str, device: str, dtype: torch.dtype):
