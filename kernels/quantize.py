@@ -238,6 +238,12 @@ def padded_head_dim(head_dim: int) -> int:
     return max(32, triton.next_power_of_2(head_dim))
 
 
+def _per_slot(values, fill) -> list:
+    """Pad a per-tensor argument list to the kernels' three slots (unused slots are never read)."""
+    values = list(values)
+    return values + [fill] * (3 - len(values))
+
+
 def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
@@ -301,25 +307,21 @@ def quantize_many(jobs: Sequence[QuantizeJob]) -> list[Quantized]:
         _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp)
 
     # Pass 3: the cast, every tensor in one launch.
-    def per_slot(values, fill):
-        values = list(values)
-        return values + [fill] * (3 - len(values))
-
     xs = [job.x for job in jobs]
     dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
     n_tiles = max(triton.cdiv(x.shape[2], _BLOCK_S) for x in xs)
     _cast_kernel[(B * H, n_tiles, len(jobs))](
-        *per_slot(xs, xs[0]), *per_slot(outs, dummy),
-        *per_slot((dummy if m is None else m for m in means), dummy),
-        *per_slot((dummy if s is None else s for s in scales), dummy),
-        *per_slot(descales, dummy),
-        *per_slot((x.shape[2] for x in xs), 0), H,
-        *[st for x in per_slot(xs, xs[0]) for st in x.stride()],
-        *[st for o in per_slot(out_strides, (0, 0, 0)) for st in o],
-        *per_slot(descale_strides, 0),
+        *_per_slot(xs, xs[0]), *_per_slot(outs, dummy),
+        *_per_slot((dummy if m is None else m for m in means), dummy),
+        *_per_slot((dummy if s is None else s for s in scales), dummy),
+        *_per_slot(descales, dummy),
+        *_per_slot((x.shape[2] for x in xs), 0), H,
+        *[st for x in _per_slot(xs, xs[0]) for st in x.stride()],
+        *[st for o in _per_slot(out_strides, (0, 0, 0)) for st in o],
+        *_per_slot(descale_strides, 0),
         D=D, BLOCK_D=Dp, BLOCK_S=_BLOCK_S,
-        **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(per_slot(jobs, jobs[0]))},
-        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(per_slot(jobs, jobs[0]))},
+        **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
+        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         EMULATE_CAST=interpreting(), num_warps=4,
     )
     return [Quantized(*parts) for parts in zip(outs, descales, means)]
@@ -332,23 +334,18 @@ def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp):
     lengths = [x.shape[2] for x in xs]
     max_chunks = max(triton.cdiv(S, _STATS_TOKENS) for S in lengths)
     stats = torch.empty(len(slots), B * H, max_chunks, 3, Dp, device=xs[0].device, dtype=torch.float32)
-
-    def per_slot(values, fill):
-        values = list(values)
-        return values + [fill] * (3 - len(values))
-
     _channel_stats_kernel[(B * H, max_chunks, len(slots))](
-        *per_slot(xs, xs[0]), stats, *per_slot(lengths, 0), H,
-        *[st for x in per_slot(xs, xs[0]) for st in x.stride()],
+        *_per_slot(xs, xs[0]), stats, *_per_slot(lengths, 0), H,
+        *[st for x in _per_slot(xs, xs[0]) for st in x.stride()],
         D=D, BLOCK_D=Dp, BLOCK_S=_STATS_BLOCK, TOKENS=_STATS_TOKENS, num_warps=4,
     )
     chosen = [jobs[i] for i in slots]
-    pick = lambda seq: per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
+    pick = lambda seq: _per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
     _finalize_stats_kernel[(B * H, len(slots))](
-        stats, *pick(means), *pick(scales), *pick(descales), *per_slot(lengths, 1), max_chunks,
+        stats, *pick(means), *pick(scales), *pick(descales), *_per_slot(lengths, 1), max_chunks,
         D=D, BLOCK_D=Dp, BLOCK_C=16, STATS_TOKENS=_STATS_TOKENS,
-        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(per_slot(chosen, chosen[0]))},
-        **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(per_slot(chosen, chosen[0]))},
+        **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(chosen, chosen[0]))},
+        **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         num_warps=4,
     )
 
