@@ -15,7 +15,7 @@ import triton.language as tl
 
 from ._triton_utils import to_e4m3
 from .configs import interpreting
-from .quantize import GRANULARITIES, _finalize_stats_kernel, _scales
+from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
 _BLOCK_S = 16  # tokens per program
 
@@ -69,14 +69,7 @@ def _norm_rope_quant_kernel(
         else:
             if SMOOTH:
                 y = tl.where(s_ok[:, None], y - tl.load(mean_ptr + bh * D + offs_d)[None, :], 0.0)
-            if MODE == 1:
-                amax = tl.max(tl.abs(y), 1)
-                n_bad = tl.sum((~(tl.abs(y) < float("inf"))).to(tl.int32), 1)
-                scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
-                tl.store(descale_ptr + bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
-                y = y * scale[:, None]
-            else:
-                y = y * tl.load(scale_ptr + bh)
+            y = scale_tile(y, MODE, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d, D)
             dst = out_ptr + bh.to(tl.int64) * S * so_s + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :]
             tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
 

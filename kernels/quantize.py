@@ -105,6 +105,25 @@ def _scales(amax):
 
 
 @triton.jit
+def scale_tile(x, MODE: tl.constexpr, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d,
+               ROW: tl.constexpr):
+    """x (tokens, channels) times its scales. MODE 0: one per head (given); 1: one per token,
+    computed here, descale stored at descale_ptr[bh * sds_bh + token]; 2: one per channel (given)."""
+    if MODE == 1:
+        amax = tl.max(tl.abs(x), 1)
+        # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
+        n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
+        scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
+        tl.store(descale_ptr + bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
+        y = x * scale[:, None]
+    elif MODE == 0:
+        y = x * tl.load(scale_ptr + bh)
+    else:
+        y = x * tl.load(scale_ptr + bh * ROW + offs_d)[None, :]
+    return y
+
+
+@triton.jit
 def _finalize_one(
     stats_ptr, mean_ptr, scale_ptr, descale_ptr, pid_bh, n_chunks, S,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -191,17 +210,7 @@ def _cast_one(
     if SMOOTH:
         mean = tl.load(mean_ptr + pid_bh * BLOCK_D + offs_d)
         x = tl.where(ok, x - mean[None, :], 0.0)  # padded channels stay exactly zero
-    if MODE == 1:
-        amax = tl.max(tl.abs(x), 1)
-        # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
-        n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
-        scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
-        tl.store(descale_ptr + pid_bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
-        y = x * scale[:, None]
-    elif MODE == 0:
-        y = x * tl.load(scale_ptr + pid_bh)
-    else:
-        y = x * tl.load(scale_ptr + pid_bh * BLOCK_D + offs_d)[None, :]
+    y = scale_tile(x, MODE, scale_ptr, descale_ptr, pid_bh, sds_bh, offs_s, s_ok, offs_d, BLOCK_D)
     dst = (out_ptr + pid_bh.to(tl.int64) * so_bh
            + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d)
     tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])

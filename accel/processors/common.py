@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
+from .._warnings import warn_once
 from ..backends import BACKEND_NAMES
 from ..sdpa import GRANULARITIES, fp8_sdpa
 
@@ -29,9 +30,24 @@ class FP8Numerics:
 
 
 class FP8AttentionMixin:
-    """The one place where the FP8 processors run an attention; calibration overrides it."""
+    """What the Wan and Flux FP8 processors share. ``active`` maps each attention kind the
+    processor serves to its FP8 numerics, or None for bf16."""
+
+    active: dict[str, FP8Numerics | None]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.active})"
+
+    def _must_run_stock(self, attention_mask, parallel: bool) -> bool:
+        """Masks and diffusers' context parallelism are not served in FP8: say so once."""
+        if attention_mask is None and not parallel:
+            return False
+        why = "an attention mask" if attention_mask is not None else "context parallelism"
+        warn_once(f"{type(self).__name__}: calls with {why} run the stock bf16 processor")
+        return True
 
     def _attend(self, kind: str, query, key, value, numerics: FP8Numerics | None, parallel_config=None):
+        """The one place where an attention runs; measurements override it."""
         return attend(self, query, key, value, numerics, parallel_config)
 
 

@@ -7,7 +7,6 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
-from .._warnings import warn_once
 from .common import FP8AttentionMixin, FP8Numerics
 
 
@@ -43,9 +42,6 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
             "single": numerics if single_stream else None,
         }
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.active})"
-
     def __call__(
         self,
         attn,
@@ -57,9 +53,7 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         numerics = self.active["double" if encoder_hidden_states is not None else "single"]
         if numerics is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        if attention_mask is not None or self._parallel_config is not None:
-            why = "an attention mask" if attention_mask is not None else "context parallelism"
-            warn_once(f"FluxFP8AttnProcessor: calls with {why} run the stock bf16 processor")
+        if self._must_run_stock(attention_mask, self._parallel_config is not None):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
         query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(

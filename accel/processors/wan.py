@@ -10,7 +10,6 @@ from diffusers.models.transformers.transformer_wan import (
     _get_qkv_projections,
 )
 
-from .._warnings import warn_once
 from .common import FP8AttentionMixin, FP8Numerics
 
 #: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
@@ -106,9 +105,6 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
             "image": numerics if image_attention else None,
         }
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.active})"
-
     def __call__(
         self,
         attn,
@@ -122,9 +118,7 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         image = self.active["image"] if attn.add_k_proj is not None else None
         if main is None and image is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        if attention_mask is not None or (is_self and self._parallel_config is not None):
-            why = "an attention mask" if attention_mask is not None else "context parallelism"
-            warn_once(f"WanFP8AttnProcessor: calls with {why} run the stock bf16 processor")
+        if self._must_run_stock(attention_mask, is_self and self._parallel_config is not None):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
         if is_self and rotary_emb is not None and self.fused_qk and _fusable(attn, main, hidden_states):
