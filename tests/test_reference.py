@@ -21,7 +21,10 @@ def test_error_within_bounds(kind, granularity, gen):
     assert cosine(out, ref) > 0.99
     # bf16 attention is 20x more accurate: the error above is FP8's, not the harness's
     assert rel_l2(torch.nn.functional.scaled_dot_product_attention(q, k, v), ref) < err / 10
-    assert (lse.double() - ref_lse).abs().max() < 0.06 + 0.05 * ref_lse.abs().max()
+    # LSE error relative to the largest |LSE|: measured up to 0.004 (gaussian), 0.02 (peaked,
+    # combined) and 0.056 (20-sigma outlier channels, whose products dominate the scores)
+    lse_bound = 0.08 if kind == "outliers" else 0.03
+    assert (lse.double() - ref_lse).abs().max() < 0.02 + lse_bound * ref_lse.abs().max()
 
 
 def test_smoothing_and_token_scales_halve_offset_k_error(gen):
