@@ -67,6 +67,13 @@ class _StepClock:
         self.backend = backend
 
     def __call__(self, module, args, kwargs):
+        if torch.compiler.is_compiling():
+            raise RuntimeError(
+                "accel: a plan with step ranges (the 'quality' preset, calibrated plans) switches "
+                "numerics between steps from the timestep's value, which a whole-model "
+                "torch.compile cannot trace. Compile per block instead: "
+                "transformer.compile_repeated_blocks(fullgraph=True), or use a plan without steps."
+            )
         progress = denoising_progress(args, kwargs, self.scale)
         if progress is None:
             return
