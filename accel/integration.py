@@ -37,6 +37,16 @@ def _families() -> dict[type, _Family]:
     }
 
 
+def family_of(transformer) -> _Family:
+    """The supported family of ``transformer``, or a TypeError listing the supported classes."""
+    families = _families()
+    for cls, family in families.items():
+        if isinstance(transformer, cls):
+            return family
+    supported = ", ".join(cls.__name__ for cls in families)
+    raise TypeError(f"accel.apply supports {supported}; got {type(transformer).__name__}")
+
+
 def _locate_wan(name: str, transformer):
     m = re.fullmatch(r"blocks\.(\d+)\.attn([12])\.processor", name)
     if not m:
@@ -154,15 +164,9 @@ def apply(
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     resolved = resolve_plan(preset, plan)
     transformers = _transformers_of(pipe_or_transformer)
-    families = _families()
-    for transformer in transformers:
-        family = next((f for cls, f in families.items() if isinstance(transformer, cls)), None)
-        if family is None:
-            supported = ", ".join(cls.__name__ for cls in families)
-            raise TypeError(f"accel.apply supports {supported}; got {type(transformer).__name__}")
-    for transformer in transformers:
-        _install(transformer, next(f for cls, f in families.items() if isinstance(transformer, cls)),
-                 resolved, backend)
+    families = [family_of(t) for t in transformers]  # all checked before any is changed
+    for transformer, family in zip(transformers, families):
+        _install(transformer, family, resolved, backend)
     return AccelHandle(transformers, resolved)
 
 

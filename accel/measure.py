@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from .integration import _families, _transformers_of, apply, denoising_progress
+from .integration import _transformers_of, apply, denoising_progress, family_of
 from .plan import Plan
 from .processors.common import FP8AttentionMixin, FP8Numerics, attend
 from .sdpa import fp8_sdpa
@@ -63,11 +63,10 @@ def measure_attention(pipe, plan: Plan, backend: str, *, forward_fp8: bool, bins
     against bf16 on the same inputs; the generation continues with the FP8 output if
     ``forward_fp8``, else with bf16. Yields the :class:`ErrorRecorder`."""
     recorder = ErrorRecorder(bins)
-    families = _families()
     hooks = []
     with apply(pipe, plan=plan, backend=backend):
         for transformer in _transformers_of(pipe):
-            family = next(f for cls, f in families.items() if isinstance(transformer, cls))
+            family = family_of(transformer)
             for proc in transformer.attn_processors.values():
                 if isinstance(proc, FP8AttentionMixin) and hasattr(proc, "position"):
                     proc._attend = types.MethodType(_measuring_attend, proc)  # this instance only

@@ -17,6 +17,11 @@ AMAX_EPS = 1e-12
 P_SCALE = 256.0
 
 
+def value_granularity(granularity: str) -> str:
+    """V's scales for a Q/K granularity: per-token Q/K pair with per-channel V (exact to undo)."""
+    return "channel" if granularity == "token" else "head"
+
+
 def scale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     """Quantization scale ``448 / amax`` in fp32 (1 where amax is ~0)."""
     amax = amax.float()

@@ -11,6 +11,7 @@ import torch
 
 from .attention import launch_attention
 from .norm_rope import norm_rope_quantize as _launch_norm_rope
+from .numerics import value_granularity
 from .quantize import GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many
 
 LAYOUTS = ("bhsd", "bshd")
@@ -35,11 +36,6 @@ def quantize_qkv(
         QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
     ])
     return q8, k8, v8, qd, kd, vd, (v_mean if smooth_v else q8.new_empty((0,), dtype=torch.float32))
-
-
-def value_granularity(granularity: str) -> str:
-    """V's scales for a Q/K granularity: per-token Q/K pairs with per-channel V (exact to undo)."""
-    return "channel" if granularity == "token" else "head"
 
 
 def _quantized_fake(x, granularity, transpose):

@@ -13,7 +13,7 @@ import math
 import torch
 
 from accel.kernels.configs import default_config
-from accel.kernels.numerics import E4M3_MAX, P_SCALE, descale_from_amax, scale_from_amax
+from accel.kernels.numerics import E4M3_MAX, P_SCALE, descale_from_amax, scale_from_amax, value_granularity
 
 from .base import AttentionCall, Backend, to_layout
 
@@ -104,10 +104,9 @@ class ReferenceBackend(Backend):
         return None
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        v_granularity = "channel" if call.granularity == "token" else "head"  # as ops.value_granularity
         q8, qd = quantize_reference(call.query, call.granularity)
         k8, kd = quantize_reference(call.key, call.granularity, smooth=call.smooth_k)
-        v8, vd = quantize_reference(call.value, v_granularity, smooth=call.smooth_v)
+        v8, vd = quantize_reference(call.value, value_granularity(call.granularity), smooth=call.smooth_v)
         out, lse = attention_reference(q8, k8, v8, qd, kd, vd, call.scale, call.is_causal)
         if call.smooth_v:  # rows of P sum to 1: the subtracted mean comes back exactly
             out = out + call.value.float().mean(dim=2, keepdim=True)
