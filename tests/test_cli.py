@@ -40,6 +40,52 @@ def test_bench_pipeline_on_tiny_configs(tmp_path, capsys):
         assert 0 < rows["accel-speed"]["rel_l2_vs_native"] < 0.05  # FP8 changed the output, a little
 
 
+def test_bench_pipeline_loop_on_tiny_wan(tmp_path, capsys):
+    import math
+
+    out = tmp_path / "pipeline.json"
+    assert main(["bench", "pipeline", "--configs", "tiny-wan", "--repeats", "1", "--steps", "2",
+                 "--json", str(out)]) == 0
+    assert "2-step loop" in capsys.readouterr().out
+    loop = json.loads(out.read_text())["results"]["tiny-wan"]["loop"]
+    assert set(loop) == {"native", "accel-speed", "accel-balanced", "accel-quality"}
+    for row in loop.values():
+        assert "error" not in row and math.isfinite(row["s"]) and row["s"] > 0
+        assert len(row["latent_rel_l2_per_step"]) == 2
+        assert row["latent_rel_l2_vs_native"] == row["latent_rel_l2_per_step"][-1]
+    assert loop["native"]["latent_rel_l2_per_step"] == [0.0, 0.0]
+    assert "attn_cos_min" not in loop["native"]  # bf16: nothing measured
+    for variant in ("accel-speed", "accel-balanced", "accel-quality"):
+        row = loop[variant]
+        assert 0 < row["attn_cos_min"] <= row["attn_cos_mean"] <= 1.0000001
+        assert all(0 < b["cosine"] <= 1.0000001 and 0 < b["rel_l2"] < 0.2 for b in row["attn_per_block"].values())
+        assert 0 < row["latent_rel_l2_vs_native"] < 0.1  # FP8 moved the latent, a little
+    # only the blocks the plan runs in FP8 are measured: balanced and quality keep the edge blocks bf16
+    assert set(loop["accel-speed"]["attn_per_block"]) == {"0", "1", "2", "3"}
+    assert set(loop["accel-balanced"]["attn_per_block"]) == {"1", "2"}
+    # quality keeps the first step (t = 999, progress < 0.2) bf16: identical to native there; the
+    # second (t = 750) runs FP8. Wrong timesteps would make both steps bf16 or both FP8.
+    assert loop["accel-quality"]["latent_rel_l2_per_step"][0] == 0.0
+    assert loop["accel-balanced"]["latent_rel_l2_per_step"][0] > 0
+
+
+def test_bench_pipeline_loop_passes_wan_timesteps():
+    import torch
+
+    from accel.benchmarking.pipeline import build, denoise, loop_inputs
+
+    model, inputs = build("tiny-wan", "cpu", torch.bfloat16)
+    start, seen = loop_inputs(inputs, "cpu"), []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append((kw["timestep"], kw["encoder_hidden_states"])),
+                                    with_kwargs=True)
+    trajectory = denoise(model, start, 2)
+    assert len(trajectory) == 2 and trajectory[-1].dtype == torch.float32
+    assert [t.shape for t, _ in seen] == [(1,)] * 4  # WanPipeline's t.expand(batch)
+    assert [int(t) for t, _ in seen] == [999, 999, 750, 750]  # UniPC, flow shift 3: conditional, unconditional
+    assert [text is start["cond"] for _, text in seen] == [True, False, True, False]
+    assert torch.equal(denoise(model, start, 2)[-1], trajectory[-1])  # seeded start, deterministic
+
+
 def test_bench_refuses_what_needs_a_gpu(capsys):
     import torch
 

@@ -4,9 +4,18 @@ weights (no download), under diffusers' attention backends and accel's presets, 
     accel bench pipeline                          # every real-size config (needs a large GPU)
     accel bench pipeline --configs wan-1.3b-480p,flux-dev-1024
     accel bench pipeline --configs tiny-wan --repeats 2   # the code path on a CPU
+    accel bench pipeline --configs wan-1.3b-480p --steps 4  # plus a 4-step sampling loop
 
 Per config and variant: median forward time (CUDA events on a GPU), peak GPU memory, and the
 output's relative L2 against diffusers' default (``native``) on the same inputs.
+
+With ``--steps N`` (Wan configs), each variant also runs WanPipeline's sampling loop on the bare
+transformer: N steps of UniPC (flow sigmas, shift 3.0, as at 480p), classifier-free guidance 5.0
+(two forwards a step), the same seeded latent and text embeddings for every variant. Per variant:
+the loop's time (one run, after an untimed 1-step loop), the latent's relative L2 against
+``native`` after each step and at the end and, for accel's plans, the mean cosine and rel. L2 of
+each block's FP8 self-attention against bf16 on the same inputs, from a separate untimed loop.
+The JSON keeps these under ``results[config]["loop"][variant]``.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import torch
 
 import accel
 from accel.backends.env import fa3_reason
+from accel.measure import measure_attention
+from accel.plan import resolve_plan
 from accel.testing import rel_l2
 
 WAN_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096,
@@ -51,6 +62,10 @@ CONFIGS = {
     "tiny-flux": ("flux", TINY_FLUX, (6, 6)),
 }
 REAL_CONFIGS = [name for name in CONFIGS if not name.startswith("tiny") and "1block" not in name]
+#: WanPipeline's scheduler at 480p (Wan's model cards: flow_shift 3.0 for 480p, 5.0 for 720p)
+WAN_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+                     flow_shift=3.0)
+GUIDANCE = 5.0
 
 
 def build(name: str, device: str, dtype: torch.dtype):
@@ -118,28 +133,94 @@ def configured(model, how):
             yield
 
 
+def timed(fn, device: str):
+    """(seconds, fn()): CUDA events on a GPU, perf_counter on the CPU."""
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3, result
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
 def time_forward(model, inputs, repeats: int, device: str) -> float:
     """Median seconds of one forward (after one warm-up)."""
     times = []
     with torch.no_grad():
         for i in range(repeats + 1):
-            if device == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(**inputs, return_dict=False)
-                end.record()
-                torch.cuda.synchronize()
-                elapsed = start.elapsed_time(end) / 1e3
-            else:
-                t = time.perf_counter()
-                model(**inputs, return_dict=False)
-                elapsed = time.perf_counter() - t
+            elapsed, _ = timed(lambda: model(**inputs, return_dict=False), device)
             if i:
                 times.append(elapsed)
     return sorted(times)[len(times) // 2]
 
 
-def bench_config(name: str, repeats: int, device: str) -> dict:
+def loop_inputs(inputs: dict, device: str) -> dict:
+    """Seeded start of the sampling loop, the same for every variant: an fp32 latent (as
+    WanPipeline keeps it) and conditional / unconditional text embeddings like ``inputs``'."""
+    g = torch.Generator(device=device).manual_seed(1)
+    text = inputs["encoder_hidden_states"]
+    return dict(latents=torch.randn(inputs["hidden_states"].shape, generator=g, device=device),
+                cond=torch.randn(text.shape, generator=g, device=device, dtype=text.dtype),
+                uncond=torch.randn(text.shape, generator=g, device=device, dtype=text.dtype))
+
+
+def denoise(model, start: dict, steps: int) -> list[torch.Tensor]:
+    """WanPipeline's denoising loop on a bare Wan transformer (batch 1, CFG: two forwards a step,
+    the scheduler's timesteps passed as WanPipeline does). Returns the latent after each step."""
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler(**WAN_SCHEDULER)
+    scheduler.set_timesteps(steps, device=start["latents"].device)
+    scheduler.set_begin_index(0)
+    latents, trajectory = start["latents"], []
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x, timestep = latents.to(start["cond"].dtype), t.expand(latents.shape[0])
+            cond, uncond = (model(hidden_states=x, timestep=timestep, encoder_hidden_states=text,
+                                  return_dict=False)[0] for text in (start["cond"], start["uncond"]))
+            noise = uncond + GUIDANCE * (cond - uncond)
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            trajectory.append(latents)
+    return trajectory
+
+
+def attention_error(model, how, start: dict, steps: int) -> dict:
+    """Per block, the mean rel. L2 and cosine of the plan's FP8 self-attentions against bf16 on
+    the same inputs, over one untimed loop that continues with FP8 (as the timed one does);
+    min and mean cosine over the blocks that ran FP8."""
+    with measure_attention(model, resolve_plan(how[1], None), how[2], forward_fp8=True, bins=1) as recorder:
+        denoise(model, start, steps)
+    per_block = {block: {"rel_l2": e, "cosine": c} for (block, _), (e, c) in sorted(recorder.means().items())}
+    cosines = [b["cosine"] for b in per_block.values()]
+    return {"attn_cos_min": min(cosines, default=None),
+            "attn_cos_mean": sum(cosines) / len(cosines) if cosines else None, "attn_per_block": per_block}
+
+
+def loop_row(model, how, start: dict, steps: int, device: str, native: list | None) -> tuple[dict, list]:
+    """One variant's loop: time (after an untimed 1-step loop: compilation, autotuning), latent
+    rel. L2 against ``native``'s trajectory (None: this is native), attention error for plans."""
+    with configured(model, how):
+        denoise(model, start, 1)
+        seconds, trajectory = timed(lambda: denoise(model, start, steps), device)
+    native = native or trajectory
+    per_step = [rel_l2(x, ref) for x, ref in zip(trajectory, native)]
+    row = {"s": seconds, "latent_rel_l2_vs_native": per_step[-1], "latent_rel_l2_per_step": per_step}
+    if how[0] == "preset":
+        row.update(attention_error(model, how, start, steps))
+    return row, trajectory
+
+
+def _error(exc: Exception) -> dict:
+    """A backend this machine lacks (or any failure): one line, so the other variants go on."""
+    return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
+
+
+def bench_config(name: str, repeats: int, device: str, steps: int = 0) -> dict:
+    """variant -> forward row; with ``steps`` on a Wan config, also "loop": variant -> loop row."""
     model, inputs = build(name, device, torch.bfloat16)
     with torch.no_grad():
         reference = model(**inputs, return_dict=False)[0].float()
@@ -155,11 +236,63 @@ def bench_config(name: str, repeats: int, device: str) -> dict:
             rows[variant] = {"s": seconds, "rel_l2_vs_native": rel_l2(out, reference),
                              "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
         except Exception as exc:  # a backend this machine lacks: say so, keep going
-            rows[variant] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
+            rows[variant] = _error(exc)
+    if steps and CONFIGS[name][0] == "wan":
+        rows["loop"] = bench_loop(model, inputs, steps, device)
     del model, inputs
     if device == "cuda":
         torch.cuda.empty_cache()
     return rows
+
+
+def bench_loop(model, inputs: dict, steps: int, device: str) -> dict:
+    """variant -> loop row (see :func:`loop_row`); ``native`` runs first and is the reference."""
+    start, native, rows = loop_inputs(inputs, device), None, {}
+    for variant, how in variants(device).items():
+        try:
+            rows[variant], trajectory = loop_row(model, how, start, steps, device, native)
+            if variant == "native":
+                native = trajectory
+        except Exception as exc:
+            rows[variant] = _error(exc)
+        if native is None:  # without native's latents there is nothing to compare against
+            break
+    return rows
+
+
+def _base_seconds(rows: dict) -> float | None:
+    """The time speedups are against: ``_native_cudnn`` where it ran, else ``native``."""
+    return rows.get("_native_cudnn", {}).get("s") or rows.get("native", {}).get("s")
+
+
+def print_forward(name: str, rows: dict) -> None:
+    base = _base_seconds(rows)
+    for variant, r in rows.items():
+        if variant == "loop":
+            continue
+        if "error" in r:
+            print(f"{name:<15} {variant:<22} ERROR {r['error']}", flush=True)
+        else:
+            mem = f"{r['peak_gib']:6.1f} GiB" if r["peak_gib"] is not None else ""
+            speedup = f"x{base / r['s']:5.2f}" if base else ""
+            print(f"{name:<15} {variant:<22} {r['s']:9.4f} s  {speedup}  "
+                  f"rel.L2 {r['rel_l2_vs_native']:.4f}  {mem}", flush=True)
+
+
+def print_loop(name: str, rows: dict, steps: int) -> None:
+    """Second table: the sampling loop's time, speedup, final-latent error, attention cosines."""
+    base = _base_seconds(rows)
+    print(f"\n{name}: {steps}-step loop, CFG {GUIDANCE}  (variant, s, speedup, latent rel.L2, "
+          f"attn cosine min / mean)", flush=True)
+    for variant, r in rows.items():
+        if "error" in r:
+            print(f"{name:<15} {variant:<22} ERROR {r['error']}", flush=True)
+            continue
+        cos = (f"{r['attn_cos_min']:.6f} / {r['attn_cos_mean']:.6f}" if r.get("attn_cos_min") is not None
+               else "-")
+        speedup = f"x{base / r['s']:5.2f}" if base else ""
+        print(f"{name:<15} {variant:<22} {r['s']:9.3f} s  {speedup}  "
+              f"latent rel.L2 {r['latent_rel_l2_vs_native']:.4f}  cos {cos}", flush=True)
 
 
 def main(argv=None) -> dict:
@@ -167,12 +300,16 @@ def main(argv=None) -> dict:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(REAL_CONFIGS), help=f"comma-separated from {', '.join(CONFIGS)}")
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant (median)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="also run an N-step sampling loop (CFG, UniPC) per variant on Wan configs; 0: off")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         raise ValueError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    if args.steps < 0:
+        raise ValueError(f"--steps must be >= 0, got {args.steps}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and any(not n.startswith("tiny") for n in names):
         raise ValueError("real-size configs need a CUDA GPU; on the CPU use --configs tiny-wan,tiny-flux")
@@ -181,15 +318,12 @@ def main(argv=None) -> dict:
     print(json.dumps(env))
     results = {}
     for name in names:
-        results[name] = rows = bench_config(name, args.repeats, device)
-        base = rows.get("_native_cudnn", rows["native"]).get("s")
-        for variant, r in rows.items():
-            if "error" in r:
-                print(f"{name:<15} {variant:<22} ERROR {r['error']}", flush=True)
-            else:
-                mem = f"{r['peak_gib']:6.1f} GiB" if r["peak_gib"] is not None else ""
-                print(f"{name:<15} {variant:<22} {r['s']:9.4f} s  x{base / r['s']:5.2f}  "
-                      f"rel.L2 {r['rel_l2_vs_native']:.4f}  {mem}", flush=True)
+        results[name] = rows = bench_config(name, args.repeats, device, args.steps)
+        print_forward(name, rows)
+        if "loop" in rows:
+            print_loop(name, rows["loop"], args.steps)
+        elif args.steps:
+            print(f"{name}: no loop (--steps runs on Wan configs only)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "results": results}, f, indent=1)
