@@ -8,7 +8,9 @@ Prints TFLOP/s per (shape, granularity, config); the winners go into
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
 
 import torch
 from triton.testing import do_bench
@@ -17,11 +19,19 @@ from accel.kernels import ops
 from accel.kernels.attention import AttentionConfig, launch_attention
 from accel.testing import activation_like_qkv
 
-SHAPES = [(24, 16384, 128), (40, 75600, 128), (24, 16384, 64)]
-CONFIGS = [AttentionConfig(m, n, w, s) for m, n, w, s in itertools.product((128,), (64, 128), (4, 8), (2, 3))]
+SHAPES = [(24, 8192, 128), (12, 32760, 128), (40, 75600, 128), (24, 16384, 64)]
+CONFIGS = [
+    *(AttentionConfig(128, 128, w, s) for w, s in itertools.product((4, 8), (2, 3))),
+    AttentionConfig(128, 64, 4, 3), AttentionConfig(256, 128, 8, 2), AttentionConfig(256, 128, 8, 3),
+    AttentionConfig(256, 64, 8, 3), AttentionConfig(128, 256, 8, 2),
+]
 
 
-def main():
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--json", help="write every measurement here")
+    args = p.parse_args(argv)
+    records = []
     g = torch.Generator(device="cuda").manual_seed(0)
     for heads, s, d in SHAPES:
         q, k, v = activation_like_qkv(1, heads, s, s, d, device="cuda", generator=g)
@@ -30,8 +40,6 @@ def main():
             out = torch.empty_like(q)
             best = None
             for cfg in CONFIGS:
-                if d == 128 and cfg.block_n == 128 and cfg.num_stages > 3:
-                    continue
                 try:
                     ms = do_bench(lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5, config=cfg),
                                   warmup=50, rep=200, return_mode="median")
@@ -39,11 +47,15 @@ def main():
                     print(f"{heads}x{s} D={d} {gran} {cfg}: {type(exc).__name__}")
                     continue
                 tf = 4 * heads * s * s * d / ms * 1e-9
+                records.append(dict(shape=[heads, s, d], granularity=gran, config=list(cfg), tflops=tf))
                 print(f"{heads}x{s} D={d} {gran:<5} {tuple(cfg)} {tf:7.1f} TFLOP/s", flush=True)
                 if best is None or tf > best[0]:
                     best = (tf, cfg)
             print(f"BEST {heads}x{s} D={d} {gran}: {tuple(best[1])} {best[0]:.1f} TFLOP/s", flush=True)
             del q8, k8, v8t
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "records": records}, f, indent=1)
 
 
 if __name__ == "__main__":

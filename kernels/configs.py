@@ -17,6 +17,16 @@ class AttentionConfig(NamedTuple):
     num_stages: int
 
 
+class QuantizeConfig(NamedTuple):
+    """Tiles of the quantization passes (kernels/quantize.py)."""
+
+    stats_tokens: int  # tokens per program of the statistics pass
+    stats_block: int  # tokens per load of the statistics pass
+    stats_warps: int
+    cast_block: int  # tokens per program of the cast pass
+    cast_warps: int
+
+
 #: Best of benchmarks/tune_attention.py for D=64 and D=128 (H200, triton 3.6: benchmarks/NOTES.md).
 GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
 #: Per-token scales: 4 warps lose 40% when the key count is not a multiple of 16 (32760: 368
@@ -24,6 +34,12 @@ GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
 GPU_CONFIG_PER_TOKEN = AttentionConfig(128, 128, 8, 3)
 #: Triton's CPU interpreter: small tiles, so short test sequences still span several key blocks.
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
+
+
+#: benchmarks/tune_quantize.py's best on an H200 (benchmarks/NOTES.md).
+GPU_QUANTIZE_CONFIG = QuantizeConfig(256, 32, 4, 64, 4)
+#: Small tiles under the interpreter, so short test sequences span several programs.
+INTERPRETER_QUANTIZE_CONFIG = QuantizeConfig(256, 32, 4, 64, 4)
 
 
 def interpreting() -> bool:
@@ -37,3 +53,7 @@ def default_config(head_dim: int, per_token: bool = False) -> AttentionConfig:
     if interpreting():
         return INTERPRETER_CONFIG
     return GPU_CONFIG_PER_TOKEN if per_token else GPU_CONFIG
+
+
+def default_quantize_config() -> QuantizeConfig:
+    return INTERPRETER_QUANTIZE_CONFIG if interpreting() else GPU_QUANTIZE_CONFIG

@@ -17,7 +17,7 @@ from ._triton_utils import to_e4m3
 from .configs import interpreting
 from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
-_BLOCK_S = 16  # tokens per program
+BLOCK_S = 16  # tokens per program (benchmarks/tune_quantize.py)
 
 
 @triton.jit
@@ -88,13 +88,14 @@ def norm_rope_quantize(
     heads: int,
     granularity: str,
     smooth: bool = False,
+    block_s: int = BLOCK_S,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """RMSNorm (across all heads, ``weight`` of H*D) + interleaved RoPE + e4m3 quantization.
 
     ``x``: the projection output (B, S, H*D), unit last stride. ``cos``/``sin``: (S, D/2) fp32,
     one value per channel pair. Returns (x8 (B, H, S, D) e4m3, descale as
     :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean (B, H, D) fp32 if
-    ``smooth`` else None).
+    ``smooth`` else None). ``block_s``: tokens per program (tuning only).
     """
     if granularity not in GRANULARITIES[:2]:
         raise ValueError(f"granularity must be 'head' or 'token', got {granularity!r}")
@@ -105,9 +106,9 @@ def norm_rope_quantize(
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     x8 = torch.empty(B, heads, S, D, device=dev, dtype=torch.float8_e4m3fn)
-    n_chunks = triton.cdiv(S, _BLOCK_S)
+    n_chunks = triton.cdiv(S, block_s)
     grid = (n_chunks, B)
-    common = dict(D=D, BLOCK_S=_BLOCK_S, EMULATE_CAST=interpreting(), num_warps=4)
+    common = dict(D=D, BLOCK_S=block_s, EMULATE_CAST=interpreting(), num_warps=4)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     mean = scale = None
     if smooth or granularity == "head":
@@ -120,7 +121,7 @@ def norm_rope_quantize(
         head_descale = torch.empty(B, heads, **f32)
         _finalize_stats_kernel[(B * heads, 1)](
             stats, stats if mean is None else mean, stats, stats, scale, stats, stats, head_descale, stats, stats,
-            S, 1, 1, n_chunks, D=D, BLOCK_D=D, BLOCK_C=16, STATS_TOKENS=_BLOCK_S,
+            S, 1, 1, n_chunks, D=D, BLOCK_D=D, BLOCK_C=64, STATS_TOKENS=block_s,
             SMOOTH0=smooth, SMOOTH1=False, SMOOTH2=False,
             PER_CHANNEL0=False, PER_CHANNEL1=False, PER_CHANNEL2=False, num_warps=4,
         )

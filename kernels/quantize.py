@@ -25,16 +25,13 @@ import triton
 import triton.language as tl
 
 from ._triton_utils import to_e4m3
-from .configs import interpreting
+from .configs import QuantizeConfig, default_quantize_config, interpreting
 from .numerics import AMAX_EPS, E4M3_MAX
 
 _AMAX_EPS = tl.constexpr(AMAX_EPS)  # Triton kernels read globals only as constexpr
 _E4M3_MAX = tl.constexpr(E4M3_MAX)
 
 GRANULARITIES = ("head", "token", "channel")
-_STATS_TOKENS = 256  # tokens per program of the statistics pass
-_STATS_BLOCK = 32  # tokens per load of the statistics pass
-_BLOCK_S = 64  # tokens per program of the cast pass
 #: The attention kernel reads V transposed (an FP8 wgmma wants its B operand K-major); its token
 #: axis is padded to this multiple so that every row starts 16-byte aligned.
 V_TOKEN_ALIGN = 16
@@ -274,10 +271,11 @@ class QuantizeJob(NamedTuple):
     transpose: bool = False
 
 
-def quantize_many(jobs: Sequence[QuantizeJob]) -> list[Quantized]:
+def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = None) -> list[Quantized]:
     """Quantize up to three tensors of one (B, H, *, D) shape family in at most three launches
     (statistics, finalize, cast). Returns one :class:`Quantized` per job; shapes as
-    :func:`quantize_fp8`, means (B, H, Dp) fp32."""
+    :func:`quantize_fp8`, means (B, H, Dp) fp32. ``config``: tiles (default: the tuned ones)."""
+    cfg = config or default_quantize_config()
     if not 1 <= len(jobs) <= 3:
         raise ValueError(f"quantize_many takes 1 to 3 tensors, got {len(jobs)}")
     for job in jobs:
@@ -313,12 +311,12 @@ def quantize_many(jobs: Sequence[QuantizeJob]) -> list[Quantized]:
     # Pass 1 and 2, for the tensors that need a whole-head reduction before their cast.
     stat_slots = [i for i, job in enumerate(jobs) if job.smooth or job.granularity != "token"]
     if stat_slots:
-        _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp)
+        _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp, cfg)
 
     # Pass 3: the cast, every tensor in one launch.
     xs = [job.x for job in jobs]
     dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
-    n_tiles = max(triton.cdiv(x.shape[2], _BLOCK_S) for x in xs)
+    n_tiles = max(triton.cdiv(x.shape[2], cfg.cast_block) for x in xs)
     _cast_kernel[(B * H, n_tiles, len(jobs))](
         *_per_slot(xs, xs[0]), *_per_slot(outs, dummy),
         *_per_slot((dummy if m is None else m for m in means), dummy),
@@ -328,31 +326,31 @@ def quantize_many(jobs: Sequence[QuantizeJob]) -> list[Quantized]:
         *[st for x in _per_slot(xs, xs[0]) for st in x.stride()],
         *[st for o in _per_slot(out_strides, (0, 0, 0)) for st in o],
         *_per_slot(descale_strides, 0),
-        D=D, BLOCK_D=Dp, BLOCK_S=_BLOCK_S,
+        D=D, BLOCK_D=Dp, BLOCK_S=cfg.cast_block,
         **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(jobs, jobs[0]))},
-        EMULATE_CAST=interpreting(), num_warps=4,
+        EMULATE_CAST=interpreting(), num_warps=cfg.cast_warps,
     )
     return [Quantized(*parts) for parts in zip(outs, descales, means)]
 
 
-def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp):
+def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp, cfg: QuantizeConfig):
     """Chunk statistics of the tensors in ``slots`` (one launch), then their per-head mean and
     scales (one launch), written into ``means``/``scales``/``descales``."""
     xs = [jobs[i].x for i in slots]
     lengths = [x.shape[2] for x in xs]
-    max_chunks = max(triton.cdiv(S, _STATS_TOKENS) for S in lengths)
+    max_chunks = max(triton.cdiv(S, cfg.stats_tokens) for S in lengths)
     stats = torch.empty(len(slots), B * H, max_chunks, 3, Dp, device=xs[0].device, dtype=torch.float32)
     _channel_stats_kernel[(B * H, max_chunks, len(slots))](
         *_per_slot(xs, xs[0]), stats, *_per_slot(lengths, 0), H,
         *[st for x in _per_slot(xs, xs[0]) for st in x.stride()],
-        D=D, BLOCK_D=Dp, BLOCK_S=_STATS_BLOCK, TOKENS=_STATS_TOKENS, num_warps=4,
+        D=D, BLOCK_D=Dp, BLOCK_S=cfg.stats_block, TOKENS=cfg.stats_tokens, num_warps=cfg.stats_warps,
     )
     chosen = [jobs[i] for i in slots]
     pick = lambda seq: _per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
     _finalize_stats_kernel[(B * H, len(slots))](
         stats, *pick(means), *pick(scales), *pick(descales), *_per_slot(lengths, 1), max_chunks,
-        D=D, BLOCK_D=Dp, BLOCK_C=16, STATS_TOKENS=_STATS_TOKENS,
+        D=D, BLOCK_D=Dp, BLOCK_C=16, STATS_TOKENS=cfg.stats_tokens,
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         num_warps=4,

@@ -83,7 +83,8 @@ def test_attention_matches_reference(shape, granularity):
     else:  # tensor cores accumulate FP8 products in their own precision: closer to the
         # reference than the reference is to exact attention, by a wide margin
         exact, exact_lse = exact_attention(q, k, v)
-        assert rel_l2(out, ref) < 0.5 * rel_l2(ref, exact)
+        # (a single key: all three equal V's rounding, and both errors are 0)
+        assert rel_l2(out, ref) <= 0.5 * rel_l2(ref, exact) + 1e-6
         assert (lse - ref_lse).abs().max() <= (ref_lse.double() - exact_lse).abs().max() + 0.05
 
 
@@ -196,3 +197,21 @@ def test_fused_norm_rope_quantize_matches_stock_then_quantize(granularity, smoot
     assert mismatch < (1e-3 if interpreting() else 2e-2)  # GPU: rsqrt.approx and FMA roundings
     assert torch.allclose(descale, rdescale, rtol=1e-3)
     assert (mean is None) == (not smooth)
+
+
+def test_quantize_tiles_do_not_change_results():
+    """Any tile configuration of the quantization passes gives the same bytes (up to rare
+    one-step roundings where a smoothed channel mean is summed in other chunks)."""
+    from accel.kernels.configs import QuantizeConfig
+    from accel.kernels.quantize import QuantizeJob, quantize_many
+
+    q, k, v = activation_like_qkv(1, 2, 300, 300, 64, "activation", device=DEVICE, generator=_gen())
+    job_list = [QuantizeJob(q, "head"), QuantizeJob(k, "token", True), QuantizeJob(v, "head", False, True)]
+    a = quantize_many(job_list)
+    b = quantize_many(job_list, QuantizeConfig(stats_tokens=64, stats_block=16, stats_warps=8,
+                                               cast_block=32, cast_warps=8))
+    for job, x, y in zip(job_list, a, b):
+        x8, y8 = (t.x8[..., :300].float() for t in (x, y))  # V's token padding is never written
+        mismatch = (x8 != y8).float().mean().item()
+        assert mismatch == 0 if not job.smooth else mismatch < 1e-3
+        assert torch.allclose(x.descale, y.descale, rtol=1e-6)

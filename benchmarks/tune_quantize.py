@@ -1,0 +1,129 @@
+"""Sweep the tiles of the quantization passes and of the fused norm + RoPE + quantization kernel.
+
+    python benchmarks/tune_quantize.py [--json out.json]
+
+For each shape and granularity: the time of quantizing Q, K (smoothed) and V (transposed) from
+bf16 (B, S, H, D) views, and the bandwidth that moves (bf16 read once + e4m3 written, over time)
+as a share of this card's measured device-to-device copy bandwidth. Winners go into
+``accel.kernels.configs`` and benchmarks/NOTES.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import torch
+from triton.testing import do_bench
+
+from accel.kernels.configs import GPU_QUANTIZE_CONFIG, QuantizeConfig
+from accel.kernels.norm_rope import norm_rope_quantize
+from accel.kernels.quantize import QuantizeJob, quantize_many
+from accel.testing import activation_like_qkv
+
+SHAPES = [(24, 8192, 128), (12, 32760, 128), (40, 75600, 128), (24, 16384, 64)]
+ROTATION_BYTES = 256 << 20  # rotate input sets so that each timed call reads memory, not L2
+
+
+def sweep_configs() -> list[QuantizeConfig]:
+    """The statistics pass's tiles with the cast's fixed, then the cast's with the statistics' fixed."""
+    base = GPU_QUANTIZE_CONFIG
+    stats = [base._replace(stats_tokens=t, stats_block=b, stats_warps=w)
+             for t in (256, 512, 1024) for b in (16, 32, 64) for w in (4, 8) if b <= t]
+    cast = [base._replace(cast_block=b, cast_warps=w) for b in (32, 64, 128) for w in (4, 8)]
+    return list(dict.fromkeys(stats + cast))
+
+
+def copy_bandwidth(nbytes: int) -> float:
+    """Device-to-device copy, read + write bytes per second."""
+    x = torch.empty(nbytes // 2, device="cuda", dtype=torch.bfloat16).normal_()
+    y = torch.empty_like(x)
+    ms = do_bench(lambda: y.copy_(x), warmup=50, rep=200, return_mode="median")
+    return 2 * nbytes / (ms * 1e-3)
+
+
+def input_sets(heads: int, tokens: int, d: int, g: torch.Generator) -> list[tuple]:
+    one = 3 * heads * tokens * d * 2
+    n = max(1, math.ceil(ROTATION_BYTES / one))
+    return [activation_like_qkv(1, heads, tokens, tokens, d, device="cuda", generator=g, layout="bshd")
+            for _ in range(n)]
+
+
+def time_rotating(fn, sets) -> float:
+    state = {"i": 0}
+
+    def step():
+        state["i"] = (state["i"] + 1) % len(sets)
+        fn(*sets[state["i"]])
+
+    return do_bench(step, warmup=25, rep=150, return_mode="median")
+
+
+def jobs(q, k, v, granularity: str) -> list[QuantizeJob]:
+    """Q, K and V as fp8_sdpa quantizes them (bshd views seen as bhsd; K smoothed, V transposed)."""
+    vg = "channel" if granularity == "token" else "head"
+    return [QuantizeJob(q.transpose(1, 2), granularity), QuantizeJob(k.transpose(1, 2), granularity, True),
+            QuantizeJob(v.transpose(1, 2), vg, False, True)]
+
+
+def tune_quantize(g, copy_bw, records) -> None:
+    for heads, tokens, d in SHAPES:
+        sets = input_sets(heads, tokens, d, g)
+        moved = 3 * heads * tokens * d * (2 + 1)  # bf16 in, e4m3 out
+        for gran in ("head", "token"):
+            best = None
+            for cfg in sweep_configs():
+                try:
+                    ms = time_rotating(lambda q, k, v: quantize_many(jobs(q, k, v, gran), cfg), sets)
+                except Exception as exc:  # a tile this triton cannot compile: say so, keep going
+                    print(f"{heads}x{tokens} D={d} {gran} {tuple(cfg)}: {type(exc).__name__}", flush=True)
+                    continue
+                share = moved / (ms * 1e-3) / copy_bw
+                records.append(dict(kind="quantize", shape=[heads, tokens, d], granularity=gran,
+                                    config=list(cfg), ms=ms, copy_share=share))
+                print(f"{heads}x{tokens} D={d} {gran:<5} {tuple(cfg)} {ms:8.4f} ms {share:6.1%} of copy", flush=True)
+                if best is None or ms < best[0]:
+                    best = (ms, cfg, share)
+            print(f"BEST quantize {heads}x{tokens} D={d} {gran}: {tuple(best[1])} {best[0]:.4f} ms "
+                  f"{best[2]:.1%} of copy", flush=True)
+        del sets
+
+
+def tune_norm_rope(g, copy_bw, records) -> None:
+    for heads, tokens in ((40, 75600), (12, 32760)):
+        d = 128
+        x = torch.randn(1, tokens, heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = torch.rand(heads * d, device="cuda", dtype=torch.bfloat16, generator=g) + 0.5
+        angles = torch.arange(tokens, device="cuda")[:, None] * torch.exp(
+            -torch.arange(d // 2, device="cuda") / (d // 2) * math.log(1e4))[None, :]
+        cos, sin = angles.cos(), angles.sin()
+        moved = heads * tokens * d * 3
+        for gran, smooth in (("head", False), ("token", True), ("head", True)):
+            for block_s in (16, 32, 64):
+                ms = do_bench(lambda: norm_rope_quantize(x, w, 1e-6, cos, sin, heads, gran, smooth, block_s),
+                              warmup=25, rep=150, return_mode="median")
+                share = moved / (ms * 1e-3) / copy_bw
+                records.append(dict(kind="norm_rope", shape=[heads, tokens, d], granularity=gran, smooth=smooth,
+                                    block_s=block_s, ms=ms, copy_share=share))
+                print(f"norm_rope {heads}x{tokens} {gran:<5} smooth={smooth!s:<5} block_s={block_s:<3} "
+                      f"{ms:8.4f} ms {share:6.1%} of copy", flush=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--json", help="write every measurement here")
+    args = p.parse_args(argv)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    copy_bw = copy_bandwidth(1 << 30)
+    print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + write)", flush=True)
+    records: list[dict] = []
+    tune_quantize(g, copy_bw, records)
+    tune_norm_rope(g, copy_bw, records)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name(), "copy_bw": copy_bw, "records": records}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
