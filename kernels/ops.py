@@ -12,7 +12,8 @@ import torch
 from .attention import launch_attention
 from .norm_rope import norm_rope_quantize as _launch_norm_rope
 from .numerics import value_granularity
-from .quantize import GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many
+from .quantize import (GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many,
+                       transposed_row_length)
 
 LAYOUTS = ("bhsd", "bshd")
 
@@ -42,8 +43,7 @@ def _quantized_fake(x, granularity, transpose):
     B, H, S, D = x.shape
     Dp = padded_head_dim(D)
     if transpose:
-        s_pad = (S + V_TOKEN_ALIGN - 1) // V_TOKEN_ALIGN * V_TOKEN_ALIGN
-        x8 = x.new_empty((B, H, Dp, s_pad), dtype=torch.float8_e4m3fn)
+        x8 = x.new_empty((B, H, Dp, transposed_row_length(S)), dtype=torch.float8_e4m3fn)
     else:
         x8 = x.new_empty((B, H, S, Dp), dtype=torch.float8_e4m3fn)
     if granularity == "token":

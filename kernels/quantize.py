@@ -254,6 +254,15 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
+def transposed_row_length(tokens: int) -> int:
+    """Row length (token stride) of V's transposed e4m3 copy: ``tokens`` rounded up to 16 so that
+    rows start aligned, plus 16 when that lands on a multiple of 1024. The transposed cast
+    writes one short segment per channel row; with rows 32 KiB apart (32760 tokens) it ran 8x
+    slower than with a stride off the power of two (H200, benchmarks/NOTES.md)."""
+    length = _round_up(tokens, V_TOKEN_ALIGN)
+    return length + V_TOKEN_ALIGN if length % 1024 == 0 else length
+
+
 class Quantized(NamedTuple):
     """An e4m3 copy, its fp32 descale, and the channel mean subtracted first (None unless smoothed)."""
 
@@ -289,7 +298,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
     for job in jobs:
         S = job.x.shape[2]
         if job.transpose:
-            s_pad = _round_up(S, V_TOKEN_ALIGN)
+            s_pad = transposed_row_length(S)
             x8 = torch.empty(B, H, Dp, s_pad, device=device, dtype=torch.float8_e4m3fn)
             out_strides.append((Dp * s_pad, 1, s_pad))
         else:
@@ -350,7 +359,7 @@ def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp, cfg: Quantize
     pick = lambda seq: _per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
     _finalize_stats_kernel[(B * H, len(slots))](
         stats, *pick(means), *pick(scales), *pick(descales), *_per_slot(lengths, 1), max_chunks,
-        D=D, BLOCK_D=Dp, BLOCK_C=16, STATS_TOKENS=cfg.stats_tokens,
+        D=D, BLOCK_D=Dp, BLOCK_C=32, STATS_TOKENS=cfg.stats_tokens,
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         num_warps=4,
@@ -367,7 +376,7 @@ def quantize_fp8(
 
     Returns ``(x8, descale)``. ``x8`` is (B, H, S, Dp) contiguous, or with ``transpose`` (B, H, Dp,
     S_pad) with tokens contiguous (S_pad = S rounded up to 16, padding never read), where Dp is
-    :func:`padded_head_dim` and padded channels are zero. ``descale`` is fp32 of shape (B, H) for
+    :func:`padded_head_dim` and padded channels are zero; S_pad is :func:`transposed_row_length`. ``descale`` is fp32 of shape (B, H) for
     ``"head"``, (B, H, S) for ``"token"`` (rows 16-float aligned), (B, H, Dp) for ``"channel"``.
     ``smooth`` subtracts the per-(batch, head) channel mean over tokens before quantizing (the
     caller accounts for it).
