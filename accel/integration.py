@@ -104,7 +104,8 @@ def denoising_progress(args, kwargs, scale: float) -> float | None:
 def _numerics(config, backend: str) -> FP8Numerics | None:
     if config is None:
         return None
-    return FP8Numerics(config.granularity, config.smooth_k, backend, smooth_v=config.smooth_v)
+    return FP8Numerics(config.granularity, config.smooth_k, backend, smooth_v=config.smooth_v,
+                       min_keys=config.min_keys)
 
 
 class AccelHandle:

@@ -35,6 +35,10 @@ class FP8Config:
     granularity: str = "token"
     smooth_k: bool = True
     smooth_v: bool = False
+    #: attentions with fewer keys run bf16, where the quantization passes cost more than FP8
+    #: saves. None: the measured crossover of the device the call runs on (see
+    #: accel.processors.common.CUDA_MIN_KEYS; none on the CPU, where FP8 runs for its numerics).
+    min_keys: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class Plan:
             d: dict = {"attention": r.attention,
                        "fp8": None if r.fp8 is None else {"granularity": r.fp8.granularity,
                                                           "smooth_k": r.fp8.smooth_k,
-                                                          "smooth_v": r.fp8.smooth_v}}
+                                                          "smooth_v": r.fp8.smooth_v,
+                                                          "min_keys": r.fp8.min_keys}}
             if r.blocks is not None:
                 d["blocks"] = list(r.blocks)
             if r.edge_blocks is not None:
@@ -164,7 +169,7 @@ def _rule_from_dict(d, where: str) -> Rule:
     if fp8 is not None:
         if not isinstance(fp8, dict):
             raise PlanError(f"{where}.fp8: expected null or an object")
-        _check_keys(fp8, {"granularity", "smooth_k", "smooth_v"}, f"{where}.fp8")
+        _check_keys(fp8, {"granularity", "smooth_k", "smooth_v", "min_keys"}, f"{where}.fp8")
         granularity = fp8.get("granularity", "token")
         if granularity not in GRANULARITIES:
             raise PlanError(f"{where}.fp8.granularity: expected one of {GRANULARITIES}, got {granularity!r}")
@@ -172,7 +177,12 @@ def _rule_from_dict(d, where: str) -> Rule:
         for flag, value in flags.items():
             if not isinstance(value, bool):
                 raise PlanError(f"{where}.fp8.{flag}: expected true or false, got {value!r}")
-        fp8 = FP8Config(granularity, **flags)
+        min_keys = fp8.get("min_keys")
+        if min_keys is not None and not (isinstance(min_keys, int) and not isinstance(min_keys, bool)
+                                         and min_keys >= 0):
+            raise PlanError(f"{where}.fp8.min_keys: expected null (the device's crossover) or a whole "
+                            f"number >= 0, got {min_keys!r}")
+        fp8 = FP8Config(granularity, **flags, min_keys=min_keys)
     attention = d.get("attention", "self")
     if attention not in ATTENTION_KINDS:
         raise PlanError(f"{where}.attention: expected one of {ATTENTION_KINDS}, got {attention!r}")
@@ -199,7 +209,8 @@ _EDGES_BF16 = Rule(None, edge_blocks=0.05)
 #: Named plans. ``speed``: every self-attention FP8 with one scale per head. ``balanced``:
 #: per-token scales + smooth_k, the first and last ~5% of blocks bf16. ``quality``: balanced with
 #: smooth_v too, plus bf16 everywhere for the first ~20% and last ~10% of the denoising steps,
-#: where the layout of the image and its fine detail are decided.
+#: where the layout of the image and its fine detail are decided. On a GPU all of them keep
+#: attentions shorter than the measured crossover (FP8Config.min_keys) in bf16.
 PRESETS: dict[str, Plan] = {
     "off": Plan((), "off"),
     "speed": Plan((Rule(FP8Config("head", True)),), "speed"),

@@ -255,12 +255,9 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def transposed_row_length(tokens: int) -> int:
-    """Row length (token stride) of V's transposed e4m3 copy: ``tokens`` rounded up to 16 so that
-    rows start aligned, plus 16 when that lands on a multiple of 1024. The transposed cast
-    writes one short segment per channel row; with rows 32 KiB apart (32760 tokens) it ran 8x
-    slower than with a stride off the power of two (H200, benchmarks/NOTES.md)."""
-    length = _round_up(tokens, V_TOKEN_ALIGN)
-    return length + V_TOKEN_ALIGN if length % 1024 == 0 else length
+    """Row length (token stride) of V's transposed e4m3 copy: ``tokens`` rounded up to 16, so
+    that every row starts 16-byte aligned."""
+    return _round_up(tokens, V_TOKEN_ALIGN)
 
 
 class Quantized(NamedTuple):

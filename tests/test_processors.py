@@ -55,6 +55,24 @@ def test_wan_fp8_close_to_stock(i2v, granularity):
     assert 0 < rel_l2(out, stock) < MODEL_BOUND
 
 
+def test_short_attentions_below_min_keys_run_stock():
+    """min_keys keeps shorter attentions bf16 (bit-identical to stock); None means no minimum
+    on the CPU (the GPU's crossover, CUDA_MIN_KEYS, is a speed property)."""
+    model, inputs = tiny_wan(False), wan_inputs(False)
+    stock = run(model, inputs)
+    tokens = 48  # 3 latent frames of 8x8 in (1, 2, 2) patches
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference", min_keys=tokens + 1))
+    assert torch.equal(run(model, inputs), stock)
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference", min_keys=tokens))
+    assert rel_l2(run(model, inputs), stock) > 0
+    model.set_attn_processor(accel.WanFP8AttnProcessor(backend="reference", min_keys=None))
+    assert rel_l2(run(model, inputs), stock) > 0
+    flux, flux_in = tiny_flux(), flux_inputs()
+    flux_stock = run(flux, flux_in)
+    flux.set_attn_processor(accel.FluxFP8AttnProcessor(backend="reference", min_keys=10**6))
+    assert torch.equal(run(flux, flux_in), flux_stock)
+
+
 def test_flux_fp8_close_to_stock():
     model, inputs = tiny_flux(), flux_inputs()
     stock = run(model, inputs)

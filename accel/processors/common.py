@@ -12,6 +12,11 @@ from ..backends import BACKEND_NAMES
 from ..sdpa import GRANULARITIES, fp8_sdpa
 
 
+#: Fewest keys at which FP8 attention, quantization included, beats cuDNN bf16 on a Hopper GPU
+#: (H200, D = 128, benchmarks/RESULTS.md): 0.73x at 4608 keys (Flux 1024x1024), 1.05x at 8192.
+CUDA_MIN_KEYS = 8192
+
+
 @dataclass(frozen=True)
 class FP8Numerics:
     """How a processor's FP8 attentions quantize (see :func:`accel.fp8_sdpa`)."""
@@ -21,6 +26,15 @@ class FP8Numerics:
     backend: str = "auto"
     strict: bool = False
     smooth_v: bool = False
+    #: calls with fewer keys run stock bf16; None: CUDA_MIN_KEYS on a GPU, none on the CPU
+    min_keys: int | None = 0
+
+    def serves(self, key: torch.Tensor) -> bool:
+        """Whether a call with this (B, S, H, D) key runs FP8."""
+        min_keys = self.min_keys
+        if min_keys is None:
+            min_keys = CUDA_MIN_KEYS if key.is_cuda else 0
+        return key.shape[1] >= min_keys
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -61,7 +75,7 @@ def attend(
 ) -> torch.Tensor:
     """Attention on diffusers' (B, S, H, D) tensors: FP8 with ``numerics``, or (None) exactly what
     the stock processor would call (diffusers' dispatcher with the processor's backend)."""
-    if numerics is not None:
+    if numerics is not None and numerics.serves(key):
         dtype = query.dtype
         if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))

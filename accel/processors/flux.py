@@ -20,6 +20,9 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         double_stream: the joint text+image blocks (``transformer_blocks``).
         single_stream: the single-stream blocks (``single_transformer_blocks``).
         granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
+        min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
+            (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
+            saves), as the presets do; 0: every call FP8.
 
     A call with an attention mask, or under diffusers' context parallelism, runs stock (one warning).
     """
@@ -32,9 +35,10 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         smooth_k: bool = True,
         backend: str = "auto",
         strict: bool = False,
+        min_keys: int | None = 0,
     ):
         super().__init__()
-        numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        numerics = FP8Numerics(granularity, smooth_k, backend, strict, min_keys=min_keys)
         #: FP8 numerics per block kind, None for bf16; accel.apply's plans may change these
         #: between denoising steps.
         self.active: dict[str, FP8Numerics | None] = {

@@ -34,6 +34,8 @@ def _fusable(attn, numerics: FP8Numerics, hidden_states: torch.Tensor) -> bool:
     from ..kernels.norm_rope import norm_rope_supported
 
     device = hidden_states.device
+    if not numerics.serves(hidden_states):  # self-attention: as many keys as tokens
+        return False
     if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
         return False
     if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
@@ -76,6 +78,9 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
             quantization costs more than FP8 saves.
         image_attention: the image-to-video branch (257 image tokens). Off by default, as above.
         granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
+        min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
+            (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
+            saves), as the presets do; 0: every call FP8.
         fused_qk: where our Triton kernels serve the self-attention, run RMSNorm + RoPE +
             quantization of Q and K as one kernel (no bf16 copy of the roped Q/K is written).
 
@@ -93,10 +98,11 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         backend: str = "auto",
         strict: bool = False,
         fused_qk: bool = True,
+        min_keys: int | None = 0,
     ):
         super().__init__()
         self.fused_qk = fused_qk
-        numerics = FP8Numerics(granularity, smooth_k, backend, strict)
+        numerics = FP8Numerics(granularity, smooth_k, backend, strict, min_keys=min_keys)
         #: FP8 numerics per attention kind, None for bf16. accel.apply's plans may change these
         #: between denoising steps.
         self.active: dict[str, FP8Numerics | None] = {
