@@ -48,7 +48,7 @@ def default_fp8(query, key, value, numerics: FP8Numerics) -> torch.Tensor:
 
 def _measuring_attend(self, kind, query, key, value, numerics, parallel_config=None):
     reference = attend(self, query, key, value, None, parallel_config)
-    if numerics is None or kind != "self" or not numerics.serves(key):
+    if numerics is None or kind != "self" or not numerics.serves(key.shape[1], key.device):
         return reference
     dtype = query.dtype if query.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
     fp8 = self._measure_fp8(*(t.to(dtype) for t in (query, key, value)), numerics).to(reference.dtype)

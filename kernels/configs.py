@@ -29,8 +29,8 @@ class QuantizeConfig(NamedTuple):
 
 #: Best of benchmarks/tune_attention.py for D=64 and D=128 (H200, triton 3.6: benchmarks/NOTES.md).
 GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
-#: Per-token scales: 4 warps lose 40% when the key count is not a multiple of 16 (32760: 368
-#: against 625 TFLOP/s at 32768); 8 warps hold 586-620 on both.
+#: Per-token scales at D = 128: 4 warps lose 40% when the key count is not a multiple of 16
+#: (32760: 368 against 625 TFLOP/s at 32768); 8 warps hold 586-620 on both.
 GPU_CONFIG_PER_TOKEN = AttentionConfig(128, 128, 8, 3)
 #: Triton's CPU interpreter: small tiles, so short test sequences still span several key blocks.
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
@@ -53,7 +53,8 @@ def default_config(head_dim: int, per_token: bool = False) -> AttentionConfig:
     not depend on ``per_token`` (the reference backend reads it without knowing the kernel's)."""
     if interpreting():
         return INTERPRETER_CONFIG
-    return GPU_CONFIG_PER_TOKEN if per_token else GPU_CONFIG
+    # 8 warps cost per-token calls 20-25% at D = 64 (H200: 354 against 446 TFLOP/s at 24x8192)
+    return GPU_CONFIG_PER_TOKEN if per_token and head_dim > 64 else GPU_CONFIG
 
 
 def default_quantize_config() -> QuantizeConfig:

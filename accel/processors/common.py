@@ -29,12 +29,12 @@ class FP8Numerics:
     #: calls with fewer keys run stock bf16; None: CUDA_MIN_KEYS on a GPU, none on the CPU
     min_keys: int | None = 0
 
-    def serves(self, key: torch.Tensor) -> bool:
-        """Whether a call with this (B, S, H, D) key runs FP8."""
+    def serves(self, n_keys: int, device: torch.device) -> bool:
+        """Whether a call with ``n_keys`` keys on ``device`` runs FP8."""
         min_keys = self.min_keys
         if min_keys is None:
-            min_keys = CUDA_MIN_KEYS if key.is_cuda else 0
-        return key.shape[1] >= min_keys
+            min_keys = CUDA_MIN_KEYS if device.type == "cuda" else 0
+        return n_keys >= min_keys
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -75,7 +75,7 @@ def attend(
 ) -> torch.Tensor:
     """Attention on diffusers' (B, S, H, D) tensors: FP8 with ``numerics``, or (None) exactly what
     the stock processor would call (diffusers' dispatcher with the processor's backend)."""
-    if numerics is not None and numerics.serves(key):
+    if numerics is not None and numerics.serves(key.shape[1], key.device):
         dtype = query.dtype
         if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))

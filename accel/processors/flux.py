@@ -55,7 +55,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         image_rotary_emb: torch.Tensor | None = None,
     ):
         numerics = self.active["double" if encoder_hidden_states is not None else "single"]
-        if numerics is None:
+        n_keys = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        if numerics is None or not numerics.serves(n_keys, hidden_states.device):  # short: stock, exactly
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if self._must_run_stock(attention_mask, self._parallel_config is not None):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
