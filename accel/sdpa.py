@@ -10,6 +10,7 @@ from ._warnings import warn_once
 from .backends import BACKEND_NAMES, AttentionCall, select_backend
 from .backends.bf16 import sdpa_high_precision
 from .backends.env import triton_interpreting
+from .kernels.numerics import hadamard_matrix, rows_dot
 
 LAYOUTS = ("bhsd", "bshd")
 GRANULARITIES = ("head", "token")
@@ -29,6 +30,8 @@ def fp8_sdpa(
     granularity: str = "head",
     smooth_k: bool = True,
     smooth_v: bool = False,
+    smooth_q: bool = False,
+    hadamard: bool = False,
     backend: str = "auto",
     return_lse: bool = False,
     strict: bool = False,
@@ -51,6 +54,14 @@ def fp8_sdpa(
             offset, as diffusion transformers' keys do.
         smooth_v: subtract V's per-(batch, head) channel mean before quantizing and add it to the
             output. Exact (softmax rows sum to 1); pays off when V has channel offsets.
+        smooth_q: subtract Q's per-(batch, head) channel mean before quantizing and add each
+            key's lost term, mean(Q) . k_j, back to its scores in fp32. Exact; costs one more
+            read of K and an add per score. Our Triton kernel and the reference only.
+        hadamard: rotate Q, K and V by a Hadamard matrix over the head dim before quantizing
+            (QK^T is unchanged; the output is rotated back), spreading channel outliers over all
+            channels. Power-of-two head dims; the rotations run as bf16/fp16 matmuls around the
+            FP8 call. It can hurt: it also spreads a few outlier channels into every channel's
+            scale (benchmarks/NOTES.md).
         backend: ``"triton"`` (ours), ``"fa3"`` (FlashAttention-3, head granularity),
             ``"torch"`` (torch's experimental FP8 SDPA op on FA3), ``"reference"`` (pure torch,
             any device, slow) or ``"auto"``: the fastest one that can serve the call.
@@ -71,8 +82,12 @@ def fp8_sdpa(
         scale = 1.0 / math.sqrt(head_dim)
     elif not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
+    if hadamard:
+        return _rotated(query, key, value, attn_mask=attn_mask, is_causal=is_causal, scale=scale, layout=layout,
+                        granularity=granularity, smooth_k=smooth_k, smooth_v=smooth_v, smooth_q=smooth_q,
+                        backend=backend, return_lse=return_lse, strict=strict)
     call = AttentionCall(q, k, v, bool(is_causal), float(scale), layout, granularity,
-                         bool(smooth_k), bool(return_lse), bool(smooth_v))
+                         bool(smooth_k), bool(return_lse), bool(smooth_v), bool(smooth_q))
 
     if q.numel() == 0:  # empty batch, heads or queries: nothing to attend
         out = torch.empty_like(query)
@@ -95,15 +110,22 @@ def fp8_sdpa(
     if call.smooth_k:
         # Smoothing shifted row i's scores by -scale * q_i . mean(K): add it back so the LSE is
         # that of the true scores (ring attention merges shards whose K means differ).
-        lse = lse + call.scale * _rows_dot(q, k.mean(dim=2, dtype=torch.float32))
+        lse = lse + call.scale * rows_dot(q, k.mean(dim=2, dtype=torch.float32))
     return out, lse
 
 
-def _rows_dot(x: torch.Tensor, vec: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """fp32 (B, H, S) dot products of x's rows (B, H, S, D) with vec (B, H, D), a chunk of rows
-    at a time so that no fp32 copy of all of x exists."""
-    parts = [x[:, :, i:i + chunk].float() @ vec.unsqueeze(-1) for i in range(0, x.shape[2], chunk)]
-    return torch.cat(parts, dim=2).squeeze(-1)
+def _rotated(query, key, value, *, scale, **kwargs):
+    """fp8_sdpa on Hadamard-rotated Q, K, V. With the +-1 matrix H (H @ H = D * I), (QH)(KH)^T
+    = D * QK^T, so the softmax scale is divided by D; softmax(.)(VH) H / D is the output."""
+    head_dim = query.shape[-1]
+    if head_dim & (head_dim - 1):
+        raise ValueError(f"fp8_sdpa: hadamard=True needs a power-of-two head_dim, got {head_dim}; "
+                         "pass hadamard=False")
+    rotation = hadamard_matrix(head_dim, query.device, query.dtype)
+    result = fp8_sdpa(query @ rotation, key @ rotation, value @ rotation, scale=scale / head_dim, **kwargs)
+    out, lse = result if kwargs["return_lse"] else (result, None)
+    out = (out @ rotation) / head_dim  # exact: a power of two
+    return (out, lse) if kwargs["return_lse"] else out
 
 
 def _validate(query, key, value, layout, granularity, backend, attn_mask, is_causal):

@@ -36,7 +36,7 @@ def main(argv=None):
     for heads, s, d in SHAPES:
         q, k, v = activation_like_qkv(1, heads, s, s, d, device="cuda", generator=g)
         for gran in ("head", "token"):
-            q8, k8, v8t, qd, kd, vd, _ = ops.quantize_qkv(q, k, v, gran, True, False, True)
+            q8, k8, v8t, qd, kd, vd, _, _ = ops.quantize_qkv(q, k, v, gran, True, False, True)
             out = torch.empty_like(q)
             best = None
             for cfg in CONFIGS:

@@ -22,10 +22,10 @@ LOG2E = math.log2(math.e)
 
 @triton.jit
 def _attend_blocks(
-    acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, lo, hi,
+    acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, k_bias_ptr, lo, hi,
     offs_m, offs_n, Skv, sk_s,
     BLOCK_N: tl.constexpr, PER_TOKEN_QK: tl.constexpr, MASKED: tl.constexpr,
-    IS_CAUSAL: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, HAS_K_BIAS: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Online softmax over key blocks [lo, hi). MASKED blocks check key bounds and causality;
     the others, all but the last block or two, skip that work."""
@@ -44,6 +44,12 @@ def _attend_blocks(
             else:
                 k_scale = tl.load(k_descale_ptr + start_n + offs_n)
             s = s * k_scale[None, :]
+        if HAS_K_BIAS:
+            # smooth-Q: each key's score gains mean(Q) . k_j (log2 units), added in full precision
+            if MASKED:
+                s = s * q_scale[:, None] + tl.load(k_bias_ptr + start_n + offs_n, mask=n_ok, other=0.0)[None, :]
+            else:
+                s = s * q_scale[:, None] + tl.load(k_bias_ptr + start_n + offs_n)[None, :]
         if MASKED:
             valid = n_ok[None, :]
             if IS_CAUSAL:
@@ -51,9 +57,13 @@ def _attend_blocks(
             s = tl.where(valid, s, float("-inf"))
         # Log2 units. The row's largest score gets P = 1 exactly (256 in e4m3): peaked rows,
         # common in DiTs, keep their dominant term unrounded.
-        m_new = tl.maximum(m_i, tl.max(s, 1) * q_scale)
+        if HAS_K_BIAS:  # s is already scaled
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp2(s - m_new[:, None])
+        else:
+            m_new = tl.maximum(m_i, tl.max(s, 1) * q_scale)
+            p = tl.exp2(s * q_scale[:, None] - m_new[:, None])  # one FFMA per score
         alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s * q_scale[:, None] - m_new[:, None])  # one FFMA per score
         l_i = l_i * alpha + tl.sum(p, 1)  # the row sum uses unquantized P
         acc = acc * alpha[:, None]
         if MASKED:
@@ -68,13 +78,14 @@ def _attend_blocks(
 
 @triton.jit
 def _fp8_attention_kernel(
-    q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, v_mean_ptr, out_ptr, lse_ptr,
-    qk_scale, Sq, Skv, H,
+    q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, v_mean_ptr, k_bias_ptr, out_ptr,
+    lse_ptr, qk_scale, Sq, Skv, H,
     sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d, sqd_bh, skd_bh,
     so_b, so_h, so_s, so_d,
     D_OUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     PER_TOKEN_QK: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
-    WRITE_LSE: tl.constexpr, HAS_V_MEAN: tl.constexpr, OUT_BF16: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    WRITE_LSE: tl.constexpr, HAS_V_MEAN: tl.constexpr, HAS_K_BIAS: tl.constexpr, OUT_BF16: tl.constexpr,
+    EMULATE_CAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
@@ -95,6 +106,7 @@ def _fp8_attention_kernel(
         qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
         q_scale = tl.zeros([BLOCK_M], tl.float32) + qk_scale
 
+    k_bias_ptr += pid_bh * Skv
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
@@ -106,11 +118,11 @@ def _fp8_attention_kernel(
         hi = Skv
         full = Skv // BLOCK_N * BLOCK_N
     acc, l_i, m_i = _attend_blocks(
-        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, 0, full, offs_m, offs_n, Skv, sk_s,
-        BLOCK_N, PER_TOKEN_QK, False, IS_CAUSAL, EMULATE_CAST)
+        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, k_bias_ptr, 0, full, offs_m, offs_n, Skv, sk_s,
+        BLOCK_N, PER_TOKEN_QK, False, IS_CAUSAL, HAS_K_BIAS, EMULATE_CAST)
     acc, l_i, m_i = _attend_blocks(
-        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, full, hi, offs_m, offs_n, Skv, sk_s,
-        BLOCK_N, PER_TOKEN_QK, True, IS_CAUSAL, EMULATE_CAST)
+        acc, l_i, m_i, q, q_scale, k_ptrs, vt_ptrs, k_descale_ptr, k_bias_ptr, full, hi, offs_m, offs_n, Skv, sk_s,
+        BLOCK_N, PER_TOKEN_QK, True, IS_CAUSAL, HAS_K_BIAS, EMULATE_CAST)
 
     inv = 1.0 / (l_i * 256.0)
     if PER_CHANNEL_V:
@@ -142,10 +154,12 @@ def launch_attention(
     lse: torch.Tensor | None = None,
     config: AttentionConfig | None = None,
     v_mean: torch.Tensor | None = None,
+    k_bias: torch.Tensor | None = None,
 ) -> None:
     """Launch the kernel, writing ``out`` (any (B, H, Sq, head_dim) strided view) and, if given,
     ``lse`` (B, H, Sq) fp32, natural log. Descales: (B, H) per head or (B, H, S) per token for Q
-    and K; (B, H) or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output."""
+    and K; (B, H) or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output.
+    ``k_bias`` (B, H, Skv) fp32 contiguous, log2 units: added to each key's scores (smooth-Q)."""
     assert P_SCALE == 256.0  # the kernel hard-codes the power of two
     assert out.dtype in (torch.bfloat16, torch.float16), out.dtype
     B, H, Sq, Dp = q8.shape
@@ -153,8 +167,8 @@ def launch_attention(
     cfg = config or default_config(Dp, per_token=q_descale.dim() == 3)
     grid = (triton.cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
-        q8, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean, out,
-        out if lse is None else lse,
+        q8, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean,
+        q_descale if k_bias is None else k_bias, out, out if lse is None else lse,
         sm_scale * LOG2E, Sq, Skv, H,
         q8.stride(1), q8.stride(2), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
         q_descale.stride(1), k_descale.stride(1),
@@ -162,6 +176,7 @@ def launch_attention(
         D_OUT=head_dim, HEAD_DIM=Dp, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
         PER_TOKEN_QK=q_descale.dim() == 3, PER_CHANNEL_V=v_descale.dim() == 3,
         IS_CAUSAL=is_causal, WRITE_LSE=lse is not None, HAS_V_MEAN=v_mean is not None,
+        HAS_K_BIAS=k_bias is not None,
         OUT_BF16=out.dtype == torch.bfloat16,
         EMULATE_CAST=interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,

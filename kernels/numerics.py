@@ -40,3 +40,32 @@ def descale_from_amax(amax: torch.Tensor) -> torch.Tensor:
     amax = amax.float()
     descale = torch.where(amax > AMAX_EPS, (amax.double() / E4M3_MAX).float(), torch.ones_like(amax))
     return torch.where(torch.isfinite(amax), descale, torch.full_like(amax, float("nan")))
+
+
+def rows_dot(x: torch.Tensor, vec: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """fp32 (B, H, S) dot products of x's rows (B, H, S, D) with vec (B, H, D), a chunk of rows
+    at a time so that no fp32 copy of all of x exists."""
+    parts = [x[:, :, i:i + chunk].float() @ vec.unsqueeze(-1) for i in range(0, x.shape[2], chunk)]
+    return torch.cat(parts, dim=2).squeeze(-1)
+
+
+def key_bias(k: torch.Tensor, q_mean: torch.Tensor) -> torch.Tensor:
+    """smooth-Q's per-key correction, fp32 (B, H, Skv), in unscaled score units.
+
+    With Q' = Q - mean(Q) quantized, the scores lose mean(Q) . k_j, which differs per key (unlike
+    smooth-K's per-row shift): it is added back to every score of key j. It is taken against
+    smooth-K's centred keys (k_j - mean(K)), which only shifts each row by a constant and keeps
+    the LSE correction of smooth-K valid with or without smooth-K."""
+    k_mean = k.mean(dim=2, dtype=torch.float32)
+    return rows_dot(k, q_mean) - (k_mean * q_mean).sum(-1, keepdim=True)
+
+
+def hadamard_matrix(head_dim: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sylvester's Hadamard matrix of a power-of-two order, entries +-1 (exact in any float
+    dtype): symmetric, and H @ H = head_dim * I."""
+    if head_dim < 1 or head_dim & (head_dim - 1):
+        raise ValueError(f"a Hadamard rotation needs a power-of-two head_dim, got {head_dim}")
+    h = torch.ones(1, 1)
+    while h.shape[0] < head_dim:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h.to(device=device, dtype=dtype)

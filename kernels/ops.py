@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from .attention import launch_attention
+from .attention import LOG2E, launch_attention
 from .norm_rope import norm_rope_quantize as _launch_norm_rope
-from .numerics import value_granularity
+from .numerics import key_bias, value_granularity
 from .quantize import (GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many,
                        transposed_row_length)
 
@@ -21,22 +21,29 @@ LAYOUTS = ("bhsd", "bshd")
 @torch.library.custom_op("accel::quantize_qkv", mutates_args=())
 def quantize_qkv(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool,
-    transpose_v: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    transpose_v: bool, smooth_q: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor]:
     """e4m3 copies and fp32 descales of (B, H, S, D) views of Q, K and V, in one op call.
 
     Q and K use ``granularity``; V uses one scale per head for ``"head"`` and one per channel
-    for ``"token"``. ``smooth_k`` / ``smooth_v`` subtract K's / V's channel mean. ``transpose_v``
-    writes V as (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8, q_descale, k_descale,
-    v_descale, v_mean): shapes as :func:`accel.kernels.quantize.quantize_fp8`; v_mean is
-    (B, H, Dp) fp32, to add back to the output, or empty without ``smooth_v``.
+    for ``"token"``. ``smooth_q`` / ``smooth_k`` / ``smooth_v`` subtract Q's / K's / V's channel
+    mean. ``transpose_v`` writes V as (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8,
+    q_descale, k_descale, v_descale, v_mean, k_bias): shapes as
+    :func:`accel.kernels.quantize.quantize_fp8`; v_mean is (B, H, Dp) fp32, to add back to the
+    output, or empty without ``smooth_v``; k_bias is smooth-Q's per-key correction (B, H, Skv)
+    fp32 (:func:`accel.kernels.numerics.key_bias`), or empty without ``smooth_q``.
     """
-    (q8, qd, _), (k8, kd, _), (v8, vd, v_mean) = quantize_many([
-        QuantizeJob(q, granularity),
+    (q8, qd, q_mean), (k8, kd, _), (v8, vd, v_mean) = quantize_many([
+        QuantizeJob(q, granularity, smooth_q),
         QuantizeJob(k, granularity, smooth_k),
         QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
     ])
-    return q8, k8, v8, qd, kd, vd, (v_mean if smooth_v else q8.new_empty((0,), dtype=torch.float32))
+    def empty():  # outputs must not alias each other
+        return q8.new_empty((0,), dtype=torch.float32)
+
+    k_bias = key_bias(k, q_mean[..., : q.shape[-1]]) if smooth_q else empty()
+    return q8, k8, v8, qd, kd, vd, (v_mean if smooth_v else empty()), k_bias
 
 
 def _quantized_fake(x, granularity, transpose):
@@ -55,13 +62,14 @@ def _quantized_fake(x, granularity, transpose):
 
 
 @quantize_qkv.register_fake
-def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v):
+def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, smooth_q=False):
     q8, qd = _quantized_fake(q, granularity, False)
     k8, kd = _quantized_fake(k, granularity, False)
     v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
-    B, H, _, D = v.shape
+    B, H, Skv, D = v.shape
     v_mean = v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
-    return q8, k8, v8, qd, kd, vd, v_mean
+    k_bias = v.new_empty((B, H, Skv) if smooth_q else (0,), dtype=torch.float32)
+    return q8, k8, v8, qd, kd, vd, v_mean, k_bias
 
 
 @torch.library.custom_op("accel::quantize_value", mutates_args=())
@@ -127,10 +135,12 @@ def fp8_attention(
     out_dtype: torch.dtype,
     layout: str,
     return_lse: bool,
+    k_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized inputs. Returns ``(out, lse)``: out in ``layout`` and
     ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
-    ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1)."""
+    ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
+    non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q)."""
     out = _new_output(q8, head_dim, out_dtype, layout)
     B, H, Sq, _ = q8.shape
     lse = q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
@@ -139,13 +149,14 @@ def fp8_attention(
         out.transpose(1, 2) if layout == "bshd" else out,
         head_dim, sm_scale, is_causal, lse if return_lse else None,
         v_mean=v_mean if v_mean.numel() else None,
+        k_bias=k_bias * (sm_scale * LOG2E) if k_bias is not None and k_bias.numel() else None,
     )
     return out, lse
 
 
 @fp8_attention.register_fake
 def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, head_dim, sm_scale,
-                        is_causal, out_dtype, layout, return_lse):
+                        is_causal, out_dtype, layout, return_lse, k_bias=None):
     B, H, Sq, _ = q8.shape
     out = _new_output(q8, head_dim, out_dtype, layout)
     return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)

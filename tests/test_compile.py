@@ -53,16 +53,17 @@ def test_fake_tensor_shapes():
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     q, k, v = (torch.randn(2, 3, n, 80, device=device).bfloat16() for n in (37, 50, 50))
-    for gran in ("head", "token"):
-        real = ops.quantize_qkv(q, k, v, gran, True, True, True)
+    for gran, smooth_q in (("head", False), ("token", True)):
+        real = ops.quantize_qkv(q, k, v, gran, True, True, True, smooth_q)
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake = ops.quantize_qkv(*(mode.from_tensor(t) for t in (q, k, v)), gran, True, True, True)
+            fake = ops.quantize_qkv(*(mode.from_tensor(t) for t in (q, k, v)), gran, True, True, True, smooth_q)
         for r, f in zip(real, fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
-        out_real = ops.fp8_attention(*real, 80, 0.1, False, torch.bfloat16, "bshd", True)
+        *quantized, k_bias = real
+        out_real = ops.fp8_attention(*quantized, 80, 0.1, False, torch.bfloat16, "bshd", True, k_bias)
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            out_fake = ops.fp8_attention(*(mode.from_tensor(t) for t in real), 80, 0.1, False,
-                                         torch.bfloat16, "bshd", True)
+            out_fake = ops.fp8_attention(*(mode.from_tensor(t) for t in quantized), 80, 0.1, False,
+                                         torch.bfloat16, "bshd", True, mode.from_tensor(k_bias))
         for r, f in zip(out_real, out_fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
     x = torch.randn(2, 37, 3 * 64, device=device).bfloat16()

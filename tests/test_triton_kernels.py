@@ -215,3 +215,21 @@ def test_quantize_tiles_do_not_change_results():
         mismatch = (x8 != y8).float().mean().item()
         assert mismatch == 0 if not job.smooth else mismatch < 1e-3
         assert torch.allclose(x.descale, y.descale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["head", "token"])
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_smooth_q_and_hadamard_match_reference(granularity, is_causal):
+    q, k, v = activation_like_qkv(1, 2, 70, 70, 64, "activation", device=DEVICE, generator=_gen())
+    q = (q.float() + 3.0).bfloat16()  # a channel offset for smooth_q to remove
+    for extra in (dict(smooth_q=True), dict(hadamard=True), dict(smooth_q=True, smooth_v=True, hadamard=True)):
+        out, lse = accel.fp8_sdpa(q, k, v, granularity=granularity, is_causal=is_causal, backend="triton",
+                                  return_lse=True, **extra)
+        ref, ref_lse = accel.fp8_sdpa(q, k, v, granularity=granularity, is_causal=is_causal, backend="reference",
+                                      return_lse=True, **extra)
+        if interpreting():
+            assert rel_l2(out, ref) < TOL, extra
+            assert torch.allclose(lse, ref_lse, atol=1e-3, rtol=1e-4)
+        else:
+            exact, _ = exact_attention(q, k, v, is_causal=is_causal)
+            assert rel_l2(out, ref) <= 0.5 * rel_l2(ref, exact) + 1e-6, extra

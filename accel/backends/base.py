@@ -22,6 +22,7 @@ class AttentionCall:
     smooth_k: bool
     return_lse: bool
     smooth_v: bool = False
+    smooth_q: bool = False
 
     @property
     def head_dim(self) -> int:

@@ -18,6 +18,8 @@ def head_granularity_reason(call: AttentionCall, name: str) -> str | None:
     """Checks shared by the backends built on FA3's per-head FP8 kernel."""
     if call.granularity != "head":
         return f"{name} supports only granularity='head' (got {call.granularity!r})"
+    if call.smooth_q:
+        return f"{name} has no per-key score correction, which smooth_q needs"
     if call.head_dim not in FA3_FP8_HEAD_DIMS:
         return f"{name} FP8 supports head dims {FA3_FP8_HEAD_DIMS}, got {call.head_dim}"
     if call.is_causal and call.query.shape[2] != call.key.shape[2]:
@@ -35,7 +37,7 @@ def quantize_for_fa3(call: AttentionCall):
     channel mean (B, H, D) when smoothing V (else empty)."""
     from accel.kernels import ops
 
-    return ops.quantize_qkv(call.query, call.key, call.value, "head", call.smooth_k, call.smooth_v, False)
+    return ops.quantize_qkv(call.query, call.key, call.value, "head", call.smooth_k, call.smooth_v, False)[:7]
 
 
 def add_value_mean(out_bhsd: torch.Tensor, v_mean: torch.Tensor) -> torch.Tensor:

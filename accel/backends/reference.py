@@ -13,7 +13,8 @@ import math
 import torch
 
 from accel.kernels.configs import default_config
-from accel.kernels.numerics import E4M3_MAX, P_SCALE, descale_from_amax, scale_from_amax, value_granularity
+from accel.kernels.numerics import (E4M3_MAX, P_SCALE, descale_from_amax, key_bias, scale_from_amax,
+                                    value_granularity)
 
 from .base import AttentionCall, Backend, to_layout
 
@@ -53,15 +54,18 @@ def attention_reference(
     sm_scale: float,
     is_causal: bool = False,
     block_n: int | None = None,
+    k_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized (B, H, S, D) inputs, key block by key block like the kernel
-    (``block_n`` defaults to the kernel's). Returns fp32 (out, lse)."""
+    (``block_n`` defaults to the kernel's). ``k_bias`` (B, H, Skv), unscaled: smooth-Q's
+    per-key correction. Returns fp32 (out, lse)."""
     block_n = block_n or default_config(q8.shape[-1]).block_n
     qk_scale = sm_scale * math.log2(math.e)
     k = k8.float()
     v = v8.float()
     Sq, Skv = q8.shape[2], k8.shape[2]
     v_descale = v_descale[:, :, None, :] if v_descale.dim() == 3 else v_descale[:, :, None, None]
+    bias = None if k_bias is None else (k_bias * qk_scale)[:, :, None, :]  # log2 units, as the kernel
     outs, lses = [], []
     for start in range(0, Sq, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, Sq)
@@ -80,11 +84,17 @@ def attention_reference(
             s = q @ k[:, :, n0:n1].transpose(-1, -2)
             if q_descale.dim() == 3:
                 s = s * k_descale[:, :, None, n0:n1]
+            if bias is not None:
+                s = s * q_scale + bias[..., n0:n1]
             if is_causal:
                 s = s.masked_fill(torch.arange(n0, n1, device=s.device)[None, :] > rows, float("-inf"))
-            m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True) * q_scale)
+            if bias is not None:
+                m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True))
+                p = torch.exp2(s - m_new)
+            else:
+                m_new = torch.maximum(m, s.amax(dim=-1, keepdim=True) * q_scale)
+                p = torch.exp2(s * q_scale - m_new)
             alpha = torch.exp2(m - m_new)
-            p = torch.exp2(s * q_scale - m_new)
             row_sum = row_sum * alpha + p.sum(dim=-1, keepdim=True)
             p8 = (p * P_SCALE).to(torch.float8_e4m3fn).float()
             acc = acc * alpha + p8 @ v[:, :, n0:n1]
@@ -104,10 +114,11 @@ class ReferenceBackend(Backend):
         return None
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q8, qd = quantize_reference(call.query, call.granularity)
+        q8, qd = quantize_reference(call.query, call.granularity, smooth=call.smooth_q)
         k8, kd = quantize_reference(call.key, call.granularity, smooth=call.smooth_k)
         v8, vd = quantize_reference(call.value, value_granularity(call.granularity), smooth=call.smooth_v)
-        out, lse = attention_reference(q8, k8, v8, qd, kd, vd, call.scale, call.is_causal)
+        k_bias = key_bias(call.key, call.query.float().mean(dim=2)) if call.smooth_q else None
+        out, lse = attention_reference(q8, k8, v8, qd, kd, vd, call.scale, call.is_causal, k_bias=k_bias)
         if call.smooth_v:  # rows of P sum to 1: the subtracted mean comes back exactly
             out = out + call.value.float().mean(dim=2, keepdim=True)
         out = to_layout(out.to(call.query.dtype), call.layout)

@@ -29,11 +29,11 @@ class TritonBackend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
 
-        q8, k8, v8t, qd, kd, vd, v_mean = ops.quantize_qkv(
-            call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True
+        q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
+            call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True, call.smooth_q
         )
         out, lse = ops.fp8_attention(
             q8, k8, v8t, qd, kd, vd, v_mean, call.head_dim, call.scale, call.is_causal,
-            call.query.dtype, call.layout, call.return_lse,
+            call.query.dtype, call.layout, call.return_lse, k_bias,
         )
         return out, (lse if call.return_lse else None)

@@ -62,7 +62,7 @@ def fp8_kernel_only(granularity):
 
     def prepare(q, k, v):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        q8, k8, v8t, qd, kd, vd, v_mean = ops.quantize_qkv(q, k, v, granularity, True, False, True)
+        q8, k8, v8t, qd, kd, vd, v_mean, _ = ops.quantize_qkv(q, k, v, granularity, True, False, True)
         return (q8, k8, v8t, qd, kd, vd, v_mean, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype, "bshd", False)
 
     return prepare, lambda *args: ops.fp8_attention(*args)[0]
@@ -73,7 +73,7 @@ def fa3_fp8_kernel_only():
     from accel.kernels import ops
 
     def prepare(q, k, v):
-        q8, k8, v8, qd, kd, vd, _ = ops.quantize_qkv(*(t.transpose(1, 2) for t in (q, k, v)), "head", False,
+        q8, k8, v8, qd, kd, vd, _, _ = ops.quantize_qkv(*(t.transpose(1, 2) for t in (q, k, v)), "head", False,
                                                       False, False)
         return q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2), qd, kd, vd
 
