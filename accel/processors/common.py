@@ -9,6 +9,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from .._warnings import warn_once
 from ..backends import BACKEND_NAMES
+from ..parallel import context_parallel_config, fp8_context_parallel_attention, keys_per_call
 from ..sdpa import GRANULARITIES, fp8_sdpa
 
 
@@ -52,12 +53,11 @@ class FP8AttentionMixin:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.active})"
 
-    def _must_run_stock(self, attention_mask, parallel: bool) -> bool:
-        """Masks and diffusers' context parallelism are not served in FP8: say so once."""
-        if attention_mask is None and not parallel:
+    def _must_run_stock(self, attention_mask) -> bool:
+        """Masks are not served in FP8: say so once. (Context parallelism is: see accel.parallel.)"""
+        if attention_mask is None:
             return False
-        why = "an attention mask" if attention_mask is not None else "context parallelism"
-        warn_once(f"{type(self).__name__}: calls with {why} run the stock bf16 processor")
+        warn_once(f"{type(self).__name__}: calls with an attention mask run the stock bf16 processor")
         return True
 
     def _attend(self, kind: str, query, key, value, numerics: FP8Numerics | None, parallel_config=None):
@@ -74,11 +74,15 @@ def attend(
     parallel_config=None,
 ) -> torch.Tensor:
     """Attention on diffusers' (B, S, H, D) tensors: FP8 with ``numerics``, or (None) exactly what
-    the stock processor would call (diffusers' dispatcher with the processor's backend)."""
-    if numerics is not None and numerics.serves(key.shape[1], key.device):
+    the stock processor would call (diffusers' dispatcher with the processor's backend). Under
+    diffusers' context parallelism (``parallel_config``) the tensors are this rank's shards and
+    FP8 runs through diffusers' own Ulysses / ring machinery."""
+    if numerics is not None and numerics.serves(keys_per_call(key.shape[1], parallel_config), key.device):
         dtype = query.dtype
         if dtype not in (torch.bfloat16, torch.float16):  # an fp32 model: FP8 from bf16 copies
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
+        if context_parallel_config(parallel_config) is not None:
+            return fp8_context_parallel_attention(query, key, value, numerics, parallel_config).to(dtype)
         out = fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
                        smooth_k=numerics.smooth_k, smooth_v=numerics.smooth_v, backend=numerics.backend,
                        strict=numerics.strict)

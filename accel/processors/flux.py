@@ -7,6 +7,7 @@ import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
+from ..parallel import keys_per_call
 from .common import FP8AttentionMixin, FP8Numerics
 
 
@@ -24,7 +25,9 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
             (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
             saves), as the presets do; 0: every call FP8.
 
-    A call with an attention mask, or under diffusers' context parallelism, runs stock (one warning).
+    A call with an attention mask runs stock (one warning). Under diffusers' context parallelism
+    (``_parallel_config``, set by ``enable_parallelism``) attention runs FP8 through diffusers'
+    Ulysses / ring machinery (:mod:`accel.parallel`).
     """
 
     def __init__(
@@ -56,9 +59,10 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
     ):
         numerics = self.active["double" if encoder_hidden_states is not None else "single"]
         n_keys = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        n_keys = keys_per_call(n_keys, self._parallel_config)
         if numerics is None or not numerics.serves(n_keys, hidden_states.device):  # short: stock, exactly
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
-        if self._must_run_stock(attention_mask, self._parallel_config is not None):
+        if self._must_run_stock(attention_mask):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
         query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
@@ -78,7 +82,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
 
-        hidden_states = self._attend("self", query, key, value, numerics).flatten(2, 3).to(query.dtype)
+        hidden_states = self._attend("self", query, key, value, numerics, self._parallel_config)
+        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is None:
             return hidden_states
         text_len = encoder_hidden_states.shape[1]

@@ -10,6 +10,7 @@ from diffusers.models.transformers.transformer_wan import (
     _get_qkv_projections,
 )
 
+from ..parallel import keys_per_call
 from .common import FP8AttentionMixin, FP8Numerics
 
 #: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
@@ -82,8 +83,9 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         fused_qk: where our Triton kernels serve the self-attention, run RMSNorm + RoPE +
             quantization of Q and K as one kernel (no bf16 copy of the roped Q/K is written).
 
-    A call with an attention mask, or under diffusers' context parallelism, runs stock (one
-    warning). ``_attention_backend`` and ``_parallel_config`` work as on the stock processor.
+    A call with an attention mask runs stock (one warning). ``_attention_backend`` and
+    ``_parallel_config`` work as on the stock processor: under diffusers' context parallelism
+    the self-attention runs FP8 through diffusers' Ulysses / ring machinery (:mod:`accel.parallel`).
     """
 
     def __init__(
@@ -119,15 +121,18 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
     ) -> torch.Tensor:
         is_self = encoder_hidden_states is None
         main = self.active["self" if is_self else "cross"]
-        if main is not None and is_self and not main.serves(hidden_states.shape[1], hidden_states.device):
+        n_keys = keys_per_call(hidden_states.shape[1], self._parallel_config)  # self-attention: keys = tokens
+        if main is not None and is_self and not main.serves(n_keys, hidden_states.device):
             main = None  # too short for FP8 to win: exactly the stock path below
         image = self.active["image"] if attn.add_k_proj is not None else None
         if main is None and image is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
-        if self._must_run_stock(attention_mask, is_self and self._parallel_config is not None):
+        if self._must_run_stock(attention_mask):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
-        if is_self and rotary_emb is not None and self.fused_qk and _fusable(attn, main, hidden_states):
+        # The fused kernel attends itself, over this rank's tokens only: not under context parallelism.
+        if (is_self and rotary_emb is not None and self.fused_qk and self._parallel_config is None
+                and _fusable(attn, main, hidden_states)):
             return _fused_self_attention(attn, hidden_states, main, rotary_emb)
 
         encoder_hidden_states_img = None
