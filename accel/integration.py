@@ -105,7 +105,7 @@ def _numerics(config, backend: str) -> FP8Numerics | None:
     if config is None:
         return None
     return FP8Numerics(config.granularity, config.smooth_k, backend, smooth_v=config.smooth_v,
-                       min_keys=config.min_keys)
+                       min_keys=config.min_keys, smooth_q=config.smooth_q, hadamard=config.hadamard)
 
 
 class AccelHandle:

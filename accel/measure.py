@@ -42,8 +42,7 @@ class ErrorRecorder:
 
 
 def default_fp8(query, key, value, numerics: FP8Numerics) -> torch.Tensor:
-    return fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
-                    smooth_k=numerics.smooth_k, smooth_v=numerics.smooth_v, backend=numerics.backend)
+    return fp8_sdpa(query, key, value, layout="bshd", **numerics.sdpa_kwargs())
 
 
 def _measuring_attend(self, kind, query, key, value, numerics, parallel_config=None):

@@ -27,9 +27,7 @@ a flash backend; diffusers' default ``native`` cannot ring).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 from typing import TYPE_CHECKING
 
 import torch
@@ -100,18 +98,11 @@ def _fp8_forward_op(
         # its native op does) so that a backward reaches _no_backward_op's clear error.
         ctx.save_for_backward(query, key, value)
     out = fp8_sdpa(query, key, value, is_causal=is_causal, scale=scale, layout="bshd",
-                   return_lse=return_lse, **_sdpa_options(numerics))
+                   return_lse=return_lse, **numerics.sdpa_kwargs())
     if not return_lse:  # Ulysses: no merge, skip the LSE's smooth-K correction pass
         return out
     out, lse = out
     return out, lse.transpose(1, 2)  # fp8_sdpa's (B, H, S) -> diffusers' (B, S, H)
-
-
-def _sdpa_options(numerics: FP8Numerics) -> dict:
-    """Every FP8Numerics field that fp8_sdpa takes (granularity, smoothing, backend, ...; not
-    min_keys, the processors' business), so that numerics added later reach this path too."""
-    taken = inspect.signature(fp8_sdpa).parameters
-    return {f.name: getattr(numerics, f.name) for f in dataclasses.fields(numerics) if f.name in taken}
 
 
 def _no_backward_op(ctx, grad_out, *args, **kwargs):

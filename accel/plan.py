@@ -35,6 +35,8 @@ class FP8Config:
     granularity: str = "token"
     smooth_k: bool = True
     smooth_v: bool = False
+    smooth_q: bool = False
+    hadamard: bool = False
     #: attentions with fewer keys run bf16, where the quantization passes cost more than FP8
     #: saves. None: the measured crossover of the device the call runs on (see
     #: accel.processors.common.CUDA_MIN_KEYS; none on the CPU, where FP8 runs for its numerics).
@@ -117,6 +119,8 @@ class Plan:
                        "fp8": None if r.fp8 is None else {"granularity": r.fp8.granularity,
                                                           "smooth_k": r.fp8.smooth_k,
                                                           "smooth_v": r.fp8.smooth_v,
+                                                          "smooth_q": r.fp8.smooth_q,
+                                                          "hadamard": r.fp8.hadamard,
                                                           "min_keys": r.fp8.min_keys}}
             if r.blocks is not None:
                 d["blocks"] = list(r.blocks)
@@ -169,11 +173,13 @@ def _rule_from_dict(d, where: str) -> Rule:
     if fp8 is not None:
         if not isinstance(fp8, dict):
             raise PlanError(f"{where}.fp8: expected null or an object")
-        _check_keys(fp8, {"granularity", "smooth_k", "smooth_v", "min_keys"}, f"{where}.fp8")
+        _check_keys(fp8, {"granularity", "smooth_k", "smooth_v", "smooth_q", "hadamard", "min_keys"},
+                    f"{where}.fp8")
         granularity = fp8.get("granularity", "token")
         if granularity not in GRANULARITIES:
             raise PlanError(f"{where}.fp8.granularity: expected one of {GRANULARITIES}, got {granularity!r}")
-        flags = {"smooth_k": fp8.get("smooth_k", True), "smooth_v": fp8.get("smooth_v", False)}
+        flags = {"smooth_k": fp8.get("smooth_k", True), "smooth_v": fp8.get("smooth_v", False),
+                 "smooth_q": fp8.get("smooth_q", False), "hadamard": fp8.get("hadamard", False)}
         for flag, value in flags.items():
             if not isinstance(value, bool):
                 raise PlanError(f"{where}.fp8.{flag}: expected true or false, got {value!r}")

@@ -19,7 +19,7 @@ def test_presets_round_trip(name, tmp_path):
 
 def test_custom_plan_round_trip():
     plan = Plan((Rule(FP8Config("head", False), "any"), Rule(None, "cross", blocks=(0, -1), steps=(0.5, 1.0)),
-                 Rule(FP8Config(min_keys=4096), "self", blocks=(2,))))
+                 Rule(FP8Config(min_keys=4096, smooth_q=True, hadamard=True), "self", blocks=(2,))))
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
@@ -29,6 +29,8 @@ def test_custom_plan_round_trip():
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"smooth_k": "yes"}}]}, "rules[0].fp8.smooth_k"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"smooth_v": 1}}]}, "rules[0].fp8.smooth_v"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"min_keys": -1}}]}, "rules[0].fp8.min_keys"),
+    ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"hadamard": "on"}}]}, "rules[0].fp8.hadamard"),
+    ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"smooth_q": None}}]}, "rules[0].fp8.smooth_q"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": {"min_keys": 8192.0}}]}, "rules[0].fp8.min_keys"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "steps": [0.5, 0.2]}]}, "rules[0].steps"),
     ({"format": "accel-plan", "version": 1, "rules": [{"fp8": None, "edge_blocks": 0.9}]}, "rules[0].edge_blocks"),

@@ -237,3 +237,20 @@ def test_fused_norm_rope_quantization_matches_unfused(granularity):
     model.set_attn_processor(accel.WanFP8AttnProcessor(granularity=granularity, backend="triton", fused_qk=False))
     unfused = run(model, inputs)
     assert rel_l2(fused, unfused) < 1e-2
+
+
+def test_plans_with_smooth_q_and_hadamard_reach_the_kernels():
+    """A plan's smooth_q / hadamard reach fp8_sdpa (through the unfused path on Wan): outputs
+    differ from plain FP8, and stay as close to stock as FP8 is."""
+    from accel.plan import FP8Config, Plan, Rule
+
+    model, inputs = tiny_wan(False), wan_inputs(False)
+    stock = run(model, inputs)
+    outs = {}
+    for name, config in (("plain", FP8Config("token")), ("smooth_q", FP8Config("token", smooth_q=True)),
+                         ("hadamard", FP8Config("token", hadamard=True))):
+        with accel.apply(model, plan=Plan((Rule(config),)), backend="reference"):
+            outs[name] = run(model, inputs)
+    for name, out in outs.items():
+        assert 0 < rel_l2(out, stock) < MODEL_BOUND, name
+    assert not torch.equal(outs["smooth_q"], outs["plain"]) and not torch.equal(outs["hadamard"], outs["plain"])

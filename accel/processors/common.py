@@ -29,6 +29,13 @@ class FP8Numerics:
     smooth_v: bool = False
     #: calls with fewer keys run stock bf16; None: CUDA_MIN_KEYS on a GPU, none on the CPU
     min_keys: int | None = 0
+    smooth_q: bool = False
+    hadamard: bool = False
+
+    def sdpa_kwargs(self) -> dict:
+        """The keyword arguments of :func:`accel.fp8_sdpa` that these numerics set."""
+        return dict(granularity=self.granularity, smooth_k=self.smooth_k, smooth_v=self.smooth_v,
+                    smooth_q=self.smooth_q, hadamard=self.hadamard, backend=self.backend, strict=self.strict)
 
     def serves(self, n_keys: int, device: torch.device) -> bool:
         """Whether a call with ``n_keys`` keys on ``device`` runs FP8."""
@@ -83,9 +90,6 @@ def attend(
             query, key, value = (t.to(torch.bfloat16) for t in (query, key, value))
         if context_parallel_config(parallel_config) is not None:
             return fp8_context_parallel_attention(query, key, value, numerics, parallel_config).to(dtype)
-        out = fp8_sdpa(query, key, value, layout="bshd", granularity=numerics.granularity,
-                       smooth_k=numerics.smooth_k, smooth_v=numerics.smooth_v, backend=numerics.backend,
-                       strict=numerics.strict)
-        return out.to(dtype)
+        return fp8_sdpa(query, key, value, layout="bshd", **numerics.sdpa_kwargs()).to(dtype)
     return dispatch_attention_fn(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
                                  backend=processor._attention_backend, parallel_config=parallel_config)

@@ -35,6 +35,8 @@ def _fusable(attn, numerics: FP8Numerics, hidden_states: torch.Tensor) -> bool:
     from ..kernels.norm_rope import norm_rope_supported
 
     device = hidden_states.device
+    if numerics.smooth_q or numerics.hadamard:  # numerics the fused kernel does not implement
+        return False
     if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
         return False
     if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
