@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from .integration import _transformers_of, apply, denoising_progress, family_of
+from .parallel import context_parallel_config, keys_per_call
 from .plan import Plan
 from .processors.common import FP8AttentionMixin, FP8Numerics, attend
 from .sdpa import fp8_sdpa
@@ -47,10 +48,15 @@ def default_fp8(query, key, value, numerics: FP8Numerics) -> torch.Tensor:
 
 def _measuring_attend(self, kind, query, key, value, numerics, parallel_config=None):
     reference = attend(self, query, key, value, None, parallel_config)
-    if numerics is None or kind != "self" or not numerics.serves(key.shape[1], key.device):
+    n_keys = keys_per_call(key.shape[1], parallel_config)
+    if numerics is None or kind != "self" or not numerics.serves(n_keys, key.device):
         return reference
-    dtype = query.dtype if query.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    fp8 = self._measure_fp8(*(t.to(dtype) for t in (query, key, value)), numerics).to(reference.dtype)
+    if context_parallel_config(parallel_config) is not None:
+        # this rank holds a shard: only the context-parallel FP8 path sees the whole attention
+        fp8 = attend(self, query, key, value, numerics, parallel_config)
+    else:
+        dtype = query.dtype if query.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        fp8 = self._measure_fp8(*(t.to(dtype) for t in (query, key, value)), numerics).to(reference.dtype)
     self._recorder.add(self.position[0], rel_l2(fp8, reference), cosine(fp8, reference))
     return fp8 if self._forward_fp8 else reference
 
