@@ -13,7 +13,8 @@ EXAMPLES = {
     "video": """examples:
   accel generate video --prompt "a fox in the snow"          # built-in tiny random pipeline, CPU ok
   accel generate video --model Wan-AI/Wan2.1-T2V-1.3B-Diffusers --prompt "a fox" --out fox.mp4
-  accel generate video --model ./Wan2.1-I2V-14B-480P-Diffusers --image first.png --prompt "..." --compare""",
+  accel generate video --model ./Wan2.1-I2V-14B-480P-Diffusers --image first.png --prompt "..." --compare
+  torchrun --nproc-per-node 2 -m accel generate video --model ./Wan2.1-T2V-14B-Diffusers --prompt "a fox" --cp ulysses""",
     "image": """examples:
   accel generate image --prompt "a red fox"                  # built-in tiny random pipeline, CPU ok
   accel generate image --model black-forest-labs/FLUX.1-dev --prompt "a fox" --preset speed --out fox.png""",
@@ -42,7 +43,7 @@ def _settings(args: argparse.Namespace, out: Path):
         frames=getattr(args, "frames", None), steps=args.steps, guidance=args.guidance, seed=args.seed,
         preset=getattr(args, "preset", "balanced"), plan=getattr(args, "plan", None), backend=args.backend,
         dtype=args.dtype, cpu_offload=args.cpu_offload, compare=getattr(args, "compare", False),
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, cp=getattr(args, "cp", None),
     )
 
 
@@ -122,6 +123,9 @@ def _add_generate(sub, kind: str) -> None:
     _add_plan_args(p)
     p.add_argument("--compare", action="store_true", help="also run bf16; print speedup and fidelity")
     p.add_argument("--out", type=Path, help=f"output file ({'.mp4, .gif, .webp' if kind == 'video' else '.png, .jpg, .webp'})")
+    p.add_argument("--cp", choices=["ulysses", "ring"],
+                   help="split attention over GPUs with diffusers' context parallelism; launch with "
+                   "`torchrun --nproc-per-node N -m accel generate ...` (rank 0 writes the output)")
     p.set_defaults(func=_generate, kind=kind)
 
 
@@ -205,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _told_by_rank_0(exc: Exception) -> bool:
+    """A --cp check that every rank of a torchrun launch failed alike: rank 0 alone reports it."""
+    from .pipelines.parallel import ParallelSetupError
+
+    return isinstance(exc, ParallelSetupError) and exc.rank != 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -221,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # no raw tracebacks unless asked for
         if args.debug:
             raise
+        if _told_by_rank_0(exc):
+            return 1
         print(f"accel {args.command}: error: {exc}\n(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 

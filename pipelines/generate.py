@@ -13,6 +13,7 @@ import torch
 
 import accel
 
+from . import parallel
 from .export import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_output_path, write_image, write_sidecar, write_video
 from .loading import Loaded, load_pipeline
 from .tiny import RANDOM_WEIGHTS_NOTICE
@@ -50,6 +51,7 @@ class GenerateSettings:
     cpu_offload: bool = False
     compare: bool = False
     overwrite: bool = False
+    cp: str | None = None  # context parallelism under torchrun: "ulysses" or "ring"
     notices: list[str] = field(default_factory=list)
 
     def resolve(self) -> None:
@@ -129,9 +131,24 @@ def _fp8_modules(pipe) -> int:
 
 
 def generate(s: GenerateSettings, log=print) -> dict:
-    """Run the whole job; returns the sidecar record (also written next to the output)."""
+    """Run the whole job; returns the sidecar record (also written next to the output). With
+    ``s.cp``, this is one rank of a torchrun launch: every rank generates, rank 0 alone writes
+    and prints."""
     s.resolve()
     check_output_path(s.out, VIDEO_SUFFIXES if s.kind == "video" else IMAGE_SUFFIXES, s.overwrite)
+    launch = parallel.launch_from_environment(s.cp)
+    lead = launch is None or launch.lead
+    try:
+        return _generate(s, launch, log if lead else _silent)
+    finally:
+        parallel.shutdown(launch)
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0: one summary per launch."""
+
+
+def _generate(s: GenerateSettings, launch: parallel.Launch | None, log) -> dict:
     for notice in s.notices:
         log(f"notice: {notice}")
     t0 = time.perf_counter()
@@ -150,13 +167,17 @@ def generate(s: GenerateSettings, log=print) -> dict:
             log("notice: no CUDA GPU visible: running bf16 on the CPU (FP8 attention needs a GPU with "
                 "FP8 tensor cores; emulating it on a CPU, --backend reference, is slow for a real model)")
             s.preset, s.plan = "off", None
+    if launch is not None:  # before accel.apply and the --compare run: see accel.pipelines.parallel
+        parallel.check(loaded.pipe, launch, s, loaded.device)
+        parallel.enable(loaded.pipe, launch, loaded.device)
     pipe = loaded.pipe
-    pipe.set_progress_bar_config(desc="denoising")
+    pipe.set_progress_bar_config(desc="denoising", disable=launch is not None and not launch.lead)
 
     record: dict = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
                     "model": loaded.model, "random_weights": loaded.random_weights,
                     "device": torch.cuda.get_device_name() if loaded.device == "cuda" else platform.processor() or "cpu",
-                    "versions": _versions(), "timings": {"load_s": load_s}}
+                    "versions": _versions(), "timings": {"load_s": load_s},
+                    "parallel": None if launch is None else {"cp": launch.mode, "processes": launch.world_size}}
     reference = None
     if s.compare:
         log("bf16 run (stock attention) for --compare")
@@ -169,12 +190,13 @@ def generate(s: GenerateSettings, log=print) -> dict:
     if reference is not None:
         record["compare"] = {"speedup": record["timings"]["bf16"]["total_s"] / record["timings"]["fp8"]["total_s"],
                              **_fidelity(output, reference)}
-    if s.kind == "video":
-        write_video(output, s.out, VIDEO_FPS)
-    else:
-        write_image(output, s.out)
     record["output"] = str(s.out)
-    write_sidecar(s.out, record)
+    if launch is None or launch.lead:  # every rank holds the whole output: one writes it
+        if s.kind == "video":
+            write_video(output, s.out, VIDEO_FPS)
+        else:
+            write_image(output, s.out)
+        write_sidecar(s.out, record)
     _summary(record, log)
     return record
 
@@ -195,6 +217,8 @@ def _versions() -> dict:
 def _summary(record: dict, log) -> None:
     t = record["timings"]["fp8"]
     line = f"wrote {record['output']}: {t['total_s']:.2f} s total, {t['median_step_s']:.3f} s/step (median)"
+    if record["parallel"]:
+        line += f" on {record['parallel']['processes']} processes ({record['parallel']['cp']})"
     if "compare" in record:
         c = record["compare"]
         line += (f"; bf16 {record['timings']['bf16']['total_s']:.2f} s, speedup {c['speedup']:.2f}x, "
