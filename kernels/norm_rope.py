@@ -1,10 +1,15 @@
-"""Fused RMSNorm + RoPE + FP8 quantization for Wan's queries and keys.
+"""Fused RMSNorm + RoPE + FP8 quantization of queries and keys (Wan and FLUX).
 
-Wan normalizes Q and K with one RMSNorm across all heads, rotates adjacent channel pairs (RoPE)
+Both families normalize Q and K with an RMSNorm, rotate adjacent channel pairs (interleaved RoPE)
 and then attention quantizes them. Done apart, that writes a bf16 copy of the normed Q/K, reads
 it for RoPE, writes the roped copy and reads it again to quantize. Here one kernel reads the
 projection output once (twice when a whole-head statistic is needed first: per-head scales or
 smooth-K) and writes only the e4m3 copy in the attention kernel's layout, plus its descales.
+
+* Wan: one RMSNorm across all heads of a token (weight of H*D).
+* FLUX: one RMSNorm per head (weight of D); double-stream blocks prepend the text tokens, which
+  have norms of their own, to the image tokens: the kernel reads the joint sequence from the two
+  projection outputs (``prefix`` rows first) without concatenating them in memory.
 """
 
 from __future__ import annotations
@@ -21,13 +26,37 @@ BLOCK_S = 64  # tokens per program: 2.2x faster than 16 at Wan-14B 720p (H200, b
 
 
 @triton.jit
-def _normed_rotated_head(x_row_ptr, w_ptr, cos_ptr, sin_ptr, offs_s, s_ok, rms, h, stride_s,
-                         D: tl.constexpr, HALF: tl.constexpr):
-    """One head's (BLOCK_S, D) tile of RMSNorm(x) * w rotated by RoPE, fp32, pairs interleaved."""
+def _joint_rows(xa_ptr, xb_ptr, b, offs_s, S_A, sa_b, sa_s, sb_b, sb_s, TWO: tl.constexpr):
+    """Row pointers into the joint sequence: rows [0, S_A) of source a, the rest of source b."""
+    rows = xa_ptr + b.to(tl.int64) * sa_b + offs_s.to(tl.int64) * sa_s
+    if TWO:
+        rows_b = xb_ptr + b.to(tl.int64) * sb_b + (offs_s - S_A).to(tl.int64) * sb_s
+        rows = tl.where(offs_s < S_A, rows, rows_b)
+    return rows
+
+
+@triton.jit
+def _per_source(in_a, value_a, value_b, TWO: tl.constexpr):
+    """value_a on rows of source a, value_b elsewhere (value_a alone with one source)."""
+    if TWO:
+        value_a = tl.where(in_a, value_a, value_b)
+    return value_a
+
+
+@triton.jit
+def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
+                         offs_s, s_ok, rms, h, D: tl.constexpr, HALF: tl.constexpr,
+                         PER_HEAD: tl.constexpr, TWO: tl.constexpr):
+    """One head's (BLOCK_S, D) tile of RMSNorm(x) * w rotated by RoPE, fp32, pairs interleaved.
+    ``rms`` is the across-heads 1/RMS per row; PER_HEAD computes this head's own instead."""
     offs_d = tl.arange(0, D)
-    x = tl.load(x_row_ptr + offs_s[:, None].to(tl.int64) * stride_s + h * D + offs_d[None, :],
-                mask=s_ok[:, None], other=0.0).to(tl.float32)
-    y = x * rms[:, None] * tl.load(w_ptr + h * D + offs_d).to(tl.float32)[None, :]
+    x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+    if PER_HEAD:
+        rms = tl.math.rsqrt(tl.sum(x * x, 1) / D + _per_source(in_a, eps_a, eps_b, TWO))
+    w = tl.load(wa_ptr + h * w_head_stride + offs_d).to(tl.float32)[None, :]
+    if TWO:
+        w = tl.where(in_a[:, None], w, tl.load(wb_ptr + h * w_head_stride + offs_d).to(tl.float32)[None, :])
+    y = x * rms[:, None] * w
     even, odd = tl.split(tl.reshape(y, [y.shape[0], HALF, 2]))
     offs_p = tl.arange(0, HALF)
     cos = tl.load(cos_ptr + offs_s[:, None] * HALF + offs_p[None, :], mask=s_ok[:, None], other=1.0)
@@ -37,10 +66,10 @@ def _normed_rotated_head(x_row_ptr, w_ptr, cos_ptr, sin_ptr, offs_s, s_ok, rms, 
 
 @triton.jit
 def _norm_rope_quant_kernel(
-    x_ptr, w_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, mean_ptr, scale_ptr, descale_ptr,
-    S, H, stride_b, stride_s, eps, so_s, sds_bh,
+    xa_ptr, xb_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, mean_ptr, scale_ptr, descale_ptr,
+    S, S_A, H, sa_b, sa_s, sb_b, sb_s, w_head_stride, eps_a, eps_b, so_s, sds_bh,
     D: tl.constexpr, BLOCK_S: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
-    SMOOTH: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    SMOOTH: tl.constexpr, PER_HEAD: tl.constexpr, TWO: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """PASS 0: per-(batch, head, channel) sum/max/min of the rotated tile -> stats (for per-head
     scales or smooth-K). PASS 1: quantize; MODE 0 per head (given scale), 1 per token."""
@@ -48,18 +77,20 @@ def _norm_rope_quant_kernel(
     b = tl.program_id(1)
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
     s_ok = offs_s < S
-    x_row_ptr = x_ptr + b.to(tl.int64) * stride_b
-    # RMSNorm runs across all heads of a token: sum of squares over the whole row first.
+    in_a = offs_s < S_A
+    rows = _joint_rows(xa_ptr, xb_ptr, b, offs_s, S_A, sa_b, sa_s, sb_b, sb_s, TWO)
     offs_d = tl.arange(0, D)
-    ss = tl.zeros([BLOCK_S], tl.float32)
-    for h in range(H):
-        x = tl.load(x_row_ptr + offs_s[:, None].to(tl.int64) * stride_s + h * D + offs_d[None, :],
-                    mask=s_ok[:, None], other=0.0).to(tl.float32)
-        ss += tl.sum(x * x, 1)
-    rms = tl.math.rsqrt(ss / (H * D) + eps)
+    rms = tl.zeros([BLOCK_S], tl.float32)
+    if not PER_HEAD:  # Wan: RMSNorm across all heads of a token, sum of squares over the row first
+        ss = tl.zeros([BLOCK_S], tl.float32)
+        for h in range(H):
+            x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+            ss += tl.sum(x * x, 1)
+        rms = tl.math.rsqrt(ss / (H * D) + _per_source(in_a, eps_a, eps_b, TWO))
     n_chunks = tl.num_programs(0)
     for h in range(H):
-        y = _normed_rotated_head(x_row_ptr, w_ptr, cos_ptr, sin_ptr, offs_s, s_ok, rms, h, stride_s, D, D // 2)
+        y = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
+                                 offs_s, s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
         bh = b * H + h
         if PASS == 0:
             stats = stats_ptr + (bh * n_chunks + pid_s).to(tl.int64) * (3 * D) + offs_d
@@ -75,8 +106,23 @@ def _norm_rope_quant_kernel(
 
 
 def norm_rope_supported(head_dim: int) -> bool:
-    """The fused path handles power-of-two head dims from 32 to 128 (Wan's is 128)."""
+    """The fused path handles power-of-two head dims from 32 to 128 (Wan's and FLUX's are 128)."""
     return head_dim in (32, 64, 128)
+
+
+def _check_source(name: str, x: torch.Tensor, weight: torch.Tensor, heads: int, per_head_norm: bool) -> int:
+    """Head dim of one (B, S, H*D) projection output; raises on what the kernel cannot read."""
+    if x.dim() != 3 or x.shape[-1] % heads:
+        raise ValueError(f"{name} must be (B, S, heads*head_dim) with {heads} heads, got {tuple(x.shape)}")
+    D = x.shape[-1] // heads
+    if not norm_rope_supported(D) or x.stride(-1) != 1:
+        raise ValueError(f"the fused kernel needs head_dim in (32, 64, 128) and a unit last stride; got "
+                         f"head_dim {D}, stride {x.stride(-1)} ({name})")
+    expected = D if per_head_norm else heads * D
+    if weight.numel() != expected or not weight.is_contiguous():
+        raise ValueError(f"{name}'s RMSNorm weight must be contiguous with {expected} elements "
+                         f"({'per head' if per_head_norm else 'across heads'}), got {tuple(weight.shape)}")
+    return D
 
 
 def norm_rope_quantize(
@@ -89,33 +135,50 @@ def norm_rope_quantize(
     granularity: str,
     smooth: bool = False,
     block_s: int = BLOCK_S,
+    *,
+    per_head_norm: bool = False,
+    prefix: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """RMSNorm (across all heads, ``weight`` of H*D) + interleaved RoPE + e4m3 quantization.
+    """RMSNorm + interleaved RoPE + e4m3 quantization of one projection output.
 
-    ``x``: the projection output (B, S, H*D), unit last stride. ``cos``/``sin``: (S, D/2) fp32,
-    one value per channel pair. Returns (x8 (B, H, S, D) e4m3, descale as
-    :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean (B, H, D) fp32 if
-    ``smooth`` else None). ``block_s``: tokens per program (tuning only).
+    ``x``: the projection output (B, S, H*D), unit last stride. ``weight``/``eps``: its RMSNorm,
+    across all heads (``weight`` of H*D, Wan) or, with ``per_head_norm``, per head (``weight`` of
+    D, FLUX). ``prefix``: (x, weight, eps) of tokens that come first in the joint sequence (FLUX's
+    text tokens, normed with their own weights): the result is that of ``cat([prefix, x], 1)``.
+    ``cos``/``sin``: (S_joint, D/2), one value per channel pair. Returns (x8 (B, H, S_joint, D)
+    e4m3, descale as :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean
+    (B, H, D) fp32 if ``smooth`` else None). ``block_s``: tokens per program (tuning only).
     """
     if granularity not in GRANULARITIES[:2]:
         raise ValueError(f"granularity must be 'head' or 'token', got {granularity!r}")
-    B, S, HD = x.shape
-    D = HD // heads
-    if not norm_rope_supported(D) or x.stride(-1) != 1:
-        raise ValueError(f"the fused kernel needs head_dim in (32, 64, 128) and a unit last stride; got {D}")
+    D = _check_source("x", x, weight, heads, per_head_norm)
+    sources = [(x, weight, eps)]
+    if prefix is not None:
+        if _check_source("prefix", prefix[0], prefix[1], heads, per_head_norm) != D or prefix[0].shape[0] != x.shape[0]:
+            raise ValueError(f"prefix {tuple(prefix[0].shape)} and x {tuple(x.shape)} must share batch and head dim")
+        sources.insert(0, prefix)
+    (xa, wa, eps_a), (xb, wb, eps_b) = sources[0], sources[-1]
+    B, S_A = xa.shape[:2]
+    S = S_A + (x.shape[1] if prefix is not None else 0)
+    if cos.shape != (S, D // 2) or sin.shape != (S, D // 2):
+        raise ValueError(f"cos and sin must be (tokens, head_dim / 2) = {(S, D // 2)}, got "
+                         f"{tuple(cos.shape)} and {tuple(sin.shape)}")
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     x8 = torch.empty(B, heads, S, D, device=dev, dtype=torch.float8_e4m3fn)
     n_chunks = triton.cdiv(S, block_s)
     grid = (n_chunks, B)
-    common = dict(D=D, BLOCK_S=block_s, EMULATE_CAST=interpreting(), num_warps=4)
+    sources_args = (xa, xb, wa, wb)
+    shape_args = (S, S_A, heads, xa.stride(0), xa.stride(1), xb.stride(0), xb.stride(1),
+                  0 if per_head_norm else D, eps_a, eps_b)
+    common = dict(D=D, BLOCK_S=block_s, PER_HEAD=per_head_norm, TWO=prefix is not None,
+                  EMULATE_CAST=interpreting(), num_warps=4)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     mean = scale = None
     if smooth or granularity == "head":
         stats = torch.empty(B * heads, n_chunks, 3, D, **f32)
-        _norm_rope_quant_kernel[grid](x, weight, cos, sin, x8, stats, stats, stats, stats,
-                                      S, heads, x.stride(0), x.stride(1), eps, D, 0,
-                                      PASS=0, MODE=0, SMOOTH=False, **common)
+        _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, stats, stats, stats, stats,
+                                      *shape_args, D, 0, PASS=0, MODE=0, SMOOTH=False, **common)
         mean = torch.empty(B, heads, D, **f32) if smooth else None
         scale = torch.empty(B, heads, **f32)
         head_descale = torch.empty(B, heads, **f32)
@@ -131,8 +194,7 @@ def norm_rope_quantize(
         sds_bh = s_pad
     else:
         descale, sds_bh = head_descale, 0
-    _norm_rope_quant_kernel[grid](x, weight, cos, sin, x8, x8, x8 if mean is None else mean,
-                                  x8 if scale is None else scale, descale,
-                                  S, heads, x.stride(0), x.stride(1), eps, D, sds_bh,
+    _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, x8, x8 if mean is None else mean,
+                                  x8 if scale is None else scale, descale, *shape_args, D, sds_bh,
                                   PASS=1, MODE=GRANULARITIES.index(granularity), SMOOTH=smooth, **common)
     return x8, descale, mean

@@ -90,18 +90,24 @@ def _quantize_value_fake(v, granularity, smooth_v):
 @torch.library.custom_op("accel::norm_rope_quantize", mutates_args=())
 def norm_rope_quantize(
     x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor, heads: int,
-    granularity: str, smooth: bool,
+    granularity: str, smooth: bool, per_head_norm: bool = False, prefix: torch.Tensor | None = None,
+    prefix_weight: torch.Tensor | None = None, prefix_eps: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Wan's RMSNorm across heads + RoPE + e4m3 quantization in one pass over the projection
-    output (B, S, H*D): see :func:`accel.kernels.norm_rope.norm_rope_quantize`. The mean is
-    empty unless ``smooth``."""
-    x8, descale, mean = _launch_norm_rope(x, weight, eps, cos, sin, heads, granularity, smooth)
+    """RMSNorm + RoPE + e4m3 quantization in one pass over the projection output (B, S, H*D):
+    see :func:`accel.kernels.norm_rope.norm_rope_quantize`. Wan: the norm across heads; FLUX:
+    ``per_head_norm``, and in double-stream blocks the text tokens as ``prefix`` with their own
+    norm. The mean is empty unless ``smooth``."""
+    joint = None if prefix is None else (prefix, prefix_weight, prefix_eps)
+    x8, descale, mean = _launch_norm_rope(x, weight, eps, cos, sin, heads, granularity, smooth,
+                                          per_head_norm=per_head_norm, prefix=joint)
     return x8, descale, (mean if mean is not None else x8.new_empty((0,), dtype=torch.float32))
 
 
 @norm_rope_quantize.register_fake
-def _norm_rope_quantize_fake(x, weight, eps, cos, sin, heads, granularity, smooth):
+def _norm_rope_quantize_fake(x, weight, eps, cos, sin, heads, granularity, smooth, per_head_norm=False,
+                             prefix=None, prefix_weight=None, prefix_eps=0.0):
     B, S, HD = x.shape
+    S += 0 if prefix is None else prefix.shape[1]
     D = HD // heads
     x8 = x.new_empty((B, heads, S, D), dtype=torch.float8_e4m3fn)
     if granularity == "token":

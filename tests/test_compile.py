@@ -75,3 +75,12 @@ def test_fake_tensor_shapes():
             fake = ops.norm_rope_quantize(fx, fw, 1e-6, fc, fs, 3, gran, smooth) + ops.quantize_value(fq, gran, smooth)
         for r, f in zip(real, fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    text, w_head = torch.randn(2, 11, 3 * 64, device=device).bfloat16(), torch.ones(64, device=device)
+    cos, sin = torch.rand(48, 32, device=device), torch.rand(48, 32, device=device)
+    for gran, smooth in (("head", True), ("token", False)):  # FLUX: per-head norms, text tokens first
+        real = ops.norm_rope_quantize(x, w_head, 1e-6, cos, sin, 3, gran, smooth, True, text, w_head, 1e-6)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fx, fw, fc, fs, ft = (mode.from_tensor(t) for t in (x, w_head, cos, sin, text))
+            fake = ops.norm_rope_quantize(fx, fw, 1e-6, fc, fs, 3, gran, smooth, True, ft, fw, 1e-6)
+        for r, f in zip(real, fake):
+            assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()

@@ -27,11 +27,13 @@ def wan_inputs(image_to_video: bool = False, seed: int = 1) -> dict:
     return inputs
 
 
-def tiny_flux(seed: int = 0) -> FluxTransformer2DModel:
+def tiny_flux(seed: int = 0, head_dim: int = 16) -> FluxTransformer2DModel:
+    """head_dim 16, or 32 (the smallest the fused norm + RoPE + quantization kernel takes)."""
     torch.manual_seed(seed)
     return FluxTransformer2DModel(
-        patch_size=1, in_channels=8, num_layers=2, num_single_layers=3, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6),
+        patch_size=1, in_channels=8, num_layers=2, num_single_layers=3, attention_head_dim=head_dim,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32,
+        axes_dims_rope=(4, 6, 6) if head_dim == 16 else (8, 12, 12),
     ).eval()
 
 

@@ -106,17 +106,21 @@ def build(name: str, device: str, dtype: torch.dtype):
     return model, inputs
 
 
-def variants(device: str) -> dict:
-    """name -> how to set the model up: ("backend", diffusers backend) or ("preset", preset, fp8 backend)."""
+def variants(device: str, fa3: bool | None = None) -> dict:
+    """name -> how to set the model up: ("backend", diffusers backend), ("preset", preset, fp8
+    backend) or ("baseline", name) for :mod:`accel.benchmarking.baselines`. ``fa3``: whether
+    FlashAttention-3 is importable (None: look)."""
     v = {"native": ("backend", "native")}
+    fa3 = fa3_reason() is None if fa3 is None else fa3
     if device == "cuda":
         v["_native_cudnn"] = ("backend", "_native_cudnn")
-        if fa3_reason() is None:
-            v["fa3-bf16"] = ("backend", "_flash_3")
-            # torchao's recipe: per-head quantization + FA3 FP8 in every self-attention
-            v["fa3-fp8-every-layer"] = ("preset", "speed", "fa3")
+    if fa3:
+        v["fa3-bf16"] = ("baseline", "fa3-bf16")
+        v["torchao-style"] = ("baseline", "torchao-style")  # plain-torch per-head quantization + FA3 FP8
     fp8_backend = "auto" if device == "cuda" else "reference"
     v.update({f"accel-{p}": ("preset", p, fp8_backend) for p in ("speed", "balanced", "quality")})
+    if fa3 and device == "cuda":  # `auto` gives per-head calls to FA3's kernel: ours alone too
+        v["accel-speed-triton"] = ("preset", "speed", "triton")
     return v
 
 
@@ -128,6 +132,11 @@ def configured(model, how):
             yield
         finally:
             model.reset_attention_backend()
+    elif how[0] == "baseline":
+        from .baselines import fa3_bf16, torchao_style
+
+        with (fa3_bf16 if how[1] == "fa3-bf16" else torchao_style)(model):
+            yield
     else:
         with accel.apply(model, preset=how[1], backend=how[2]):
             yield

@@ -51,6 +51,33 @@ class FP8Numerics:
             raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {self.backend!r}")
 
 
+def norm_eps(norm: torch.nn.RMSNorm, x: torch.Tensor) -> float:
+    """The epsilon ``norm`` applies to ``x`` (torch's RMSNorm takes the dtype's when it has none)."""
+    return norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
+
+
+def fused_norm_rope_serves(numerics: FP8Numerics, hidden_states: torch.Tensor, norms, head_dim: int) -> bool:
+    """Whether our fused RMSNorm + RoPE + quantization kernel can serve an attention: our Triton
+    kernels would run it (not FA3), every norm is torch's RMSNorm with a weight, and the kernel
+    supports the head dim and the numerics."""
+    from ..backends.env import cuda_fp8_reason, fa3_reason, triton_interpreting, triton_reason
+    from ..kernels.norm_rope import norm_rope_supported
+
+    device = hidden_states.device
+    if numerics.smooth_q or numerics.hadamard:  # numerics the fused kernel does not implement
+        return False
+    if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
+            device.type == "cpu" and triton_interpreting()):
+        return False
+    ours = numerics.backend == "triton" or (
+        numerics.backend == "auto" and (numerics.granularity == "token" or fa3_reason() is not None or
+                                        device.type != "cuda"))
+    return (ours and all(isinstance(n, torch.nn.RMSNorm) and n.weight is not None for n in norms)
+            and norm_rope_supported(head_dim))
+
+
 class FP8AttentionMixin:
     """What the Wan and Flux FP8 processors share. ``active`` maps each attention kind the
     processor serves to its FP8 numerics, or None for bf16."""

@@ -8,7 +8,41 @@ from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
 from ..parallel import keys_per_call
-from .common import FP8AttentionMixin, FP8Numerics
+from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_serves, norm_eps
+
+
+def _norms(attn, joint: bool) -> tuple:
+    """The RMSNorms of Q and K: the image stream's, then the text stream's in double-stream blocks."""
+    return (attn.norm_q, attn.norm_k) + ((attn.norm_added_q, attn.norm_added_k) if joint else ())
+
+
+def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, image_rotary_emb) -> torch.Tensor:
+    """Attention with RMSNorm + RoPE + quantization of Q and K in one kernel each, reading the
+    text and image projections in place (no bf16 copy of the normed, joined or roped Q/K).
+    Returns the (B, S, H*D) output of the joint sequence, text first."""
+    from ..kernels import ops
+
+    query, key, value, encoder_query, encoder_key, encoder_value = projections
+    head_dim = attn.head_dim
+    heads = query.shape[-1] // head_dim
+    # FluxPosEmbed repeats each channel pair's cos and sin: one value per pair is the whole table
+    cos, sin = image_rotary_emb[0][:, 0::2], image_rotary_emb[1][:, 0::2]
+
+    def quantize(x, norm, text, text_norm, smooth):
+        prefix = {} if not joint else dict(prefix=text, prefix_weight=text_norm.weight,
+                                           prefix_eps=norm_eps(text_norm, text))
+        return ops.norm_rope_quantize(x, norm.weight, norm_eps(norm, x), cos, sin, heads, numerics.granularity,
+                                      smooth, True, **prefix)
+
+    q8, qd, _ = quantize(query, attn.norm_q, encoder_query, getattr(attn, "norm_added_q", None), False)
+    k8, kd, _ = quantize(key, attn.norm_k, encoder_key, getattr(attn, "norm_added_k", None), numerics.smooth_k)
+    value = value.unflatten(-1, (-1, head_dim))
+    if joint:  # V is not normed or rotated: joined as stock does, then quantized
+        value = torch.cat([encoder_value.unflatten(-1, (-1, head_dim)), value], dim=1)
+    v8t, vd, v_mean = ops.quantize_value(value.transpose(1, 2), numerics.granularity, numerics.smooth_v)
+    out, _ = ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, head_dim, head_dim ** -0.5, False,
+                               query.dtype, "bshd", False)
+    return out.flatten(2, 3)
 
 
 class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
@@ -24,6 +58,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
             (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
             saves), as the presets do; 0: every call FP8.
+        fused_qk: where our Triton kernels serve the attention, run the per-head RMSNorm + RoPE
+            + quantization of Q and K as one kernel each, text and image tokens read in place.
 
     A call with an attention mask runs stock (one warning). Under diffusers' context parallelism
     (``_parallel_config``, set by ``enable_parallelism``) attention runs FP8 through diffusers'
@@ -39,8 +75,10 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         backend: str = "auto",
         strict: bool = False,
         min_keys: int | None = 0,
+        fused_qk: bool = True,
     ):
         super().__init__()
+        self.fused_qk = fused_qk
         numerics = FP8Numerics(granularity, smooth_k, backend, strict, min_keys=min_keys)
         #: FP8 numerics per block kind, None for bf16; accel.apply's plans may change these
         #: between denoising steps.
@@ -65,25 +103,14 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         if self._must_run_stock(attention_mask):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
 
-        query, key, value, encoder_query, encoder_key, encoder_value = _get_qkv_projections(
-            attn, hidden_states, encoder_hidden_states
-        )
-        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
-        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
-        value = value.unflatten(-1, (-1, attn.head_dim))
-        if attn.added_kv_proj_dim is not None:
-            encoder_query = attn.norm_added_q(encoder_query.unflatten(-1, (-1, attn.head_dim)))
-            encoder_key = attn.norm_added_k(encoder_key.unflatten(-1, (-1, attn.head_dim)))
-            encoder_value = encoder_value.unflatten(-1, (-1, attn.head_dim))
-            query = torch.cat([encoder_query, query], dim=1)
-            key = torch.cat([encoder_key, key], dim=1)
-            value = torch.cat([encoder_value, value], dim=1)
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-
-        hidden_states = self._attend("self", query, key, value, numerics, self._parallel_config)
-        hidden_states = hidden_states.flatten(2, 3).to(query.dtype)
+        projections = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        joint = attn.added_kv_proj_dim is not None
+        # The fused kernel attends itself, over this rank's tokens only: not under context parallelism.
+        if (image_rotary_emb is not None and self.fused_qk and self._parallel_config is None
+                and fused_norm_rope_serves(numerics, hidden_states, _norms(attn, joint), attn.head_dim)):
+            hidden_states = _fused_attention(attn, projections, joint, numerics, image_rotary_emb).to(hidden_states.dtype)
+        else:
+            hidden_states = self._attend_unfused(attn, projections, joint, numerics, image_rotary_emb)
         if encoder_hidden_states is None:
             return hidden_states
         text_len = encoder_hidden_states.shape[1]
@@ -93,3 +120,22 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states.contiguous()))
         encoder_hidden_states = attn.to_add_out(encoder_hidden_states.contiguous())
         return hidden_states, encoder_hidden_states
+
+    def _attend_unfused(self, attn, projections, joint: bool, numerics: FP8Numerics, image_rotary_emb):
+        """Stock norms, joining and RoPE in bf16, then FP8 attention: (B, S, H*D), text first."""
+        query, key, value, encoder_query, encoder_key, encoder_value = projections
+        query = attn.norm_q(query.unflatten(-1, (-1, attn.head_dim)))
+        key = attn.norm_k(key.unflatten(-1, (-1, attn.head_dim)))
+        value = value.unflatten(-1, (-1, attn.head_dim))
+        if joint:
+            encoder_query = attn.norm_added_q(encoder_query.unflatten(-1, (-1, attn.head_dim)))
+            encoder_key = attn.norm_added_k(encoder_key.unflatten(-1, (-1, attn.head_dim)))
+            encoder_value = encoder_value.unflatten(-1, (-1, attn.head_dim))
+            query = torch.cat([encoder_query, query], dim=1)
+            key = torch.cat([encoder_key, key], dim=1)
+            value = torch.cat([encoder_value, value], dim=1)
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        hidden_states = self._attend("self", query, key, value, numerics, self._parallel_config)
+        return hidden_states.flatten(2, 3).to(query.dtype)

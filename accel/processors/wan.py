@@ -11,7 +11,7 @@ from diffusers.models.transformers.transformer_wan import (
 )
 
 from ..parallel import keys_per_call
-from .common import FP8AttentionMixin, FP8Numerics
+from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_serves, norm_eps
 
 #: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
 TEXT_CONTEXT_LENGTH = 512
@@ -28,28 +28,6 @@ def _apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Ten
     return out.type_as(x)
 
 
-def _fusable(attn, numerics: FP8Numerics, hidden_states: torch.Tensor) -> bool:
-    """Whether our fused norm + RoPE + quantization kernel can serve this self-attention: our
-    Triton kernels would run it (not FA3), Wan's stock RMSNorms, a supported head dim."""
-    from ..backends.env import cuda_fp8_reason, fa3_reason, triton_interpreting, triton_reason
-    from ..kernels.norm_rope import norm_rope_supported
-
-    device = hidden_states.device
-    if numerics.smooth_q or numerics.hadamard:  # numerics the fused kernel does not implement
-        return False
-    if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
-            device.type == "cpu" and triton_interpreting()):
-        return False
-    ours = numerics.backend == "triton" or (
-        numerics.backend == "auto" and (numerics.granularity == "token" or fa3_reason() is not None or
-                                        device.type != "cuda"))
-    norms = (attn.norm_q, attn.norm_k)
-    return (ours and all(isinstance(n, torch.nn.RMSNorm) and n.weight is not None for n in norms)
-            and norm_rope_supported(attn.inner_dim // attn.heads))
-
-
 def _fused_self_attention(attn, hidden_states, numerics: FP8Numerics, rotary_emb) -> torch.Tensor:
     from ..kernels import ops
 
@@ -58,9 +36,10 @@ def _fused_self_attention(attn, hidden_states, numerics: FP8Numerics, rotary_emb
     head_dim = query.shape[-1] // heads
     cos, sin = rotary_emb[0][0, :, 0, 0::2], rotary_emb[1][0, :, 0, 1::2]  # one value per channel pair
     g = numerics.granularity
-    eps = [n.eps if n.eps is not None else torch.finfo(query.dtype).eps for n in (attn.norm_q, attn.norm_k)]
-    q8, qd, _ = ops.norm_rope_quantize(query, attn.norm_q.weight, eps[0], cos, sin, heads, g, False)
-    k8, kd, _ = ops.norm_rope_quantize(key, attn.norm_k.weight, eps[1], cos, sin, heads, g, numerics.smooth_k)
+    q8, qd, _ = ops.norm_rope_quantize(query, attn.norm_q.weight, norm_eps(attn.norm_q, query), cos, sin, heads, g,
+                                       False)
+    k8, kd, _ = ops.norm_rope_quantize(key, attn.norm_k.weight, norm_eps(attn.norm_k, key), cos, sin, heads, g,
+                                       numerics.smooth_k)
     v8t, vd, v_mean = ops.quantize_value(value.unflatten(2, (heads, -1)).transpose(1, 2), g, numerics.smooth_v)
     out, _ = ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, head_dim, head_dim ** -0.5, False,
                                query.dtype, "bshd", False)
@@ -134,7 +113,8 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
 
         # The fused kernel attends itself, over this rank's tokens only: not under context parallelism.
         if (is_self and rotary_emb is not None and self.fused_qk and self._parallel_config is None
-                and _fusable(attn, main, hidden_states)):
+                and fused_norm_rope_serves(main, hidden_states, (attn.norm_q, attn.norm_k),
+                                           attn.inner_dim // attn.heads)):
             return _fused_self_attention(attn, hidden_states, main, rotary_emb)
 
         encoder_hidden_states_img = None

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Everything a GPU session checks and measures, in stages that each fit one 10-minute device call.
+# Logs and JSON go to $OUT (the device tool's return folder; ./gpu-out elsewhere).
+#
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 1    # tests, kernels
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # Wan-1.3B, Flux, one Wan-14B block
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B full forwards
+#   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
+#
+# Each stage prints its short tables last; the full logs stay under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+stage="${1:?usage: gpu_session.sh 1|2|3}"
+
+run() {  # name, command...: log to $out/name.log, keep going on failure, say how it ended
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$out/$name.log" 2>&1
+  echo "[$name] exit $? after $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
+}
+
+case "$stage" in
+1)
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
+  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/summary.txt"
+  run gpu-tests python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py
+  run attention python benchmarks/attention.py --quick --json "$out/attention.json"
+  run norm-rope-token python benchmarks/norm_rope.py --granularity token
+  run norm-rope-head python benchmarks/norm_rope.py --granularity head
+  tail -n 3 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
+  ;;
+2)
+  run pipeline-small python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
+    --steps 4 --repeats 3 --json "$out/pipeline-small.json"
+  tail -n 60 "$out/pipeline-small.log"
+  ;;
+3)
+  # ~11 s a forward at 720p, 3 forwards a variant: each resolution its own JSON, 720p first
+  run pipeline-14b-720p python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 \
+    --json "$out/pipeline-14b-720p.json"
+  run pipeline-14b-480p python benchmarks/pipeline.py --configs wan-14b-480p --repeats 1 \
+    --json "$out/pipeline-14b-480p.json"
+  tail -n 12 "$out"/pipeline-14b-*.log
+  ;;
+*)
+  echo "unknown stage $stage: 1, 2 or 3" >&2; exit 2 ;;
+esac
+cat "$out/summary.txt"

@@ -1,0 +1,77 @@
+"""The pipeline benchmark's FlashAttention-3 baselines, on the CPU with a stand-in for
+``flash_attn_interface`` that runs exact attention on whatever it is given (dequantized when FP8)."""
+
+import sys
+import types
+
+import pytest
+import torch
+
+from accel.benchmarking import pipeline
+from accel.testing import rel_l2
+
+
+class FakeFA3:
+    """flash_attn_func with FA3's contract: (B, S, H, D) in, out (and lse) back; FP8 inputs come
+    with (B, H) descales. Records the dtype of every call."""
+
+    def __init__(self):
+        self.calls = []
+
+    def flash_attn_func(self, q, k, v, softmax_scale=None, causal=False, q_descale=None, k_descale=None,
+                        v_descale=None):
+        self.calls.append(q.dtype)
+        if q.dtype == torch.float8_e4m3fn:
+            q, k, v = (t.float() * d[:, None, :, None] for t, d in ((q, q_descale), (k, k_descale), (v, v_descale)))
+            dtype = torch.bfloat16  # FA3's FP8 kernel writes bf16
+        else:
+            dtype = q.dtype
+        out = torch.nn.functional.scaled_dot_product_attention(
+            *(t.transpose(1, 2).float() for t in (q, k, v)), scale=softmax_scale, is_causal=causal)
+        return out.transpose(1, 2).to(dtype), None
+
+
+@pytest.fixture
+def fake_fa3(monkeypatch):
+    fake = FakeFA3()
+    monkeypatch.setitem(sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_func=fake.flash_attn_func))
+    return fake
+
+
+def test_quantize_per_head_round_trips(gen):
+    from accel.benchmarking.baselines import quantize_per_head
+
+    x = torch.randn(2, 50, 3, 64, generator=gen).bfloat16() * torch.tensor([1.0, 10.0, 0.1]).bfloat16()[:, None]
+    x8, descale = quantize_per_head(x)
+    assert x8.dtype == torch.float8_e4m3fn and descale.shape == (2, 3)
+    assert torch.allclose(x8.float().abs().amax(dim=(1, 3)), torch.full((2, 3), 448.0))  # each head's amax -> 448
+    assert rel_l2(x8.float() * descale[:, None, :, None], x) < 0.05  # e4m3: 3 mantissa bits
+
+
+@pytest.mark.parametrize("config", ["tiny-wan", "tiny-flux"])
+def test_fa3_baselines_route_every_attention(config, fake_fa3):
+    """fa3-bf16 runs every attention through FA3 in bf16 (same result as native); torchao-style
+    runs each self-attention (Wan) / attention (Flux) through FA3 in FP8, and the rest stock."""
+    model, inputs = pipeline.build(config, "cpu", torch.bfloat16)
+    with torch.no_grad():
+        native = model(**inputs, return_dict=False)[0]
+        rows = {}
+        for name in ("fa3-bf16", "torchao-style"):
+            fake_fa3.calls.clear()
+            with pipeline.configured(model, ("baseline", name)):
+                rows[name] = model(**inputs, return_dict=False)[0], list(fake_fa3.calls)
+        restored = model(**inputs, return_dict=False)[0]
+    n_blocks = len(model.blocks) if config == "tiny-wan" else len(model.transformer_blocks) + len(
+        model.single_transformer_blocks)
+    attentions = 2 * n_blocks if config == "tiny-wan" else n_blocks  # Wan: self + cross per block
+    out, calls = rows["fa3-bf16"]
+    assert calls == [torch.bfloat16] * attentions and rel_l2(out, native) < 1e-2
+    out, calls = rows["torchao-style"]
+    assert calls == [torch.float8_e4m3fn] * n_blocks and 0 < rel_l2(out, native) < 0.05
+    assert torch.equal(restored, native)  # both put everything back
+
+
+def test_variants_offer_the_baselines_only_with_fa3():
+    assert {"fa3-bf16", "torchao-style"} <= set(pipeline.variants("cuda", fa3=True))
+    assert "accel-speed-triton" in pipeline.variants("cuda", fa3=True)
+    assert not {"fa3-bf16", "torchao-style", "accel-speed-triton"} & set(pipeline.variants("cuda", fa3=False))
