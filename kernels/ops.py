@@ -73,18 +73,20 @@ def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, sm
 
 
 @torch.library.custom_op("accel::quantize_value", mutates_args=())
-def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """V alone, transposed for our kernel (when Q and K come from :func:`norm_rope_quantize`):
-    (v8t, v_descale, v_mean or empty); ``granularity`` is that of Q and K."""
-    v8t, vd, mean = quantize_many([QuantizeJob(v, value_granularity(granularity), smooth_v, True)])[0]
-    return v8t, vd, (mean if smooth_v else v8t.new_empty((0,), dtype=torch.float32))
+def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """V alone (when Q and K come from :func:`norm_rope_quantize`): (v8, v_descale, v_mean or
+    empty); ``granularity`` is that of Q and K. ``transpose``: (B, H, Dp, S_pad), as our kernel
+    reads V; else (B, H, S, Dp), as FlashAttention-3 does."""
+    v8, vd, mean = quantize_many([QuantizeJob(v, value_granularity(granularity), smooth_v, transpose)])[0]
+    return v8, vd, (mean if smooth_v else v8.new_empty((0,), dtype=torch.float32))
 
 
 @quantize_value.register_fake
-def _quantize_value_fake(v, granularity, smooth_v):
-    v8t, vd = _quantized_fake(v, value_granularity(granularity), True)
+def _quantize_value_fake(v, granularity, smooth_v, transpose=True):
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose)
     B, H, _, D = v.shape
-    return v8t, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
+    return v8, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
 
 
 @torch.library.custom_op("accel::norm_rope_quantize", mutates_args=())

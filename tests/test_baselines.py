@@ -1,41 +1,12 @@
 """The pipeline benchmark's FlashAttention-3 baselines, on the CPU with a stand-in for
 ``flash_attn_interface`` that runs exact attention on whatever it is given (dequantized when FP8)."""
 
-import sys
-import types
-
 import pytest
 import torch
 
 from accel.benchmarking import pipeline
 from accel.testing import rel_l2
-
-
-class FakeFA3:
-    """flash_attn_func with FA3's contract: (B, S, H, D) in, out (and lse) back; FP8 inputs come
-    with (B, H) descales. Records the dtype of every call."""
-
-    def __init__(self):
-        self.calls = []
-
-    def flash_attn_func(self, q, k, v, softmax_scale=None, causal=False, q_descale=None, k_descale=None,
-                        v_descale=None):
-        self.calls.append(q.dtype)
-        if q.dtype == torch.float8_e4m3fn:
-            q, k, v = (t.float() * d[:, None, :, None] for t, d in ((q, q_descale), (k, k_descale), (v, v_descale)))
-            dtype = torch.bfloat16  # FA3's FP8 kernel writes bf16
-        else:
-            dtype = q.dtype
-        out = torch.nn.functional.scaled_dot_product_attention(
-            *(t.transpose(1, 2).float() for t in (q, k, v)), scale=softmax_scale, is_causal=causal)
-        return out.transpose(1, 2).to(dtype), None
-
-
-@pytest.fixture
-def fake_fa3(monkeypatch):
-    fake = FakeFA3()
-    monkeypatch.setitem(sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_func=fake.flash_attn_func))
-    return fake
+from fake_fa3 import fake_fa3  # noqa: F401  (a fixture)
 
 
 def test_quantize_per_head_round_trips(gen):

@@ -10,6 +10,7 @@ from accel import _warnings
 from accel._warnings import AccelFallbackWarning
 from accel.kernels.configs import interpreting
 from accel.testing import rel_l2
+from fake_fa3 import fake_fa3  # noqa: F401  (a fixture)
 from tiny_models import flux_inputs, tiny_flux, tiny_wan, wan_inputs
 
 # A tiny random model's output after 4 blocks whose attentions each carry ~5% FP8 error
@@ -302,6 +303,29 @@ def test_flux_fused_norm_rope_quantization_matches_unfused(granularity, fused_pr
                     for out in (proc(attn, *args, None, rope) for proc in (fused, unfused, FluxAttnProcessor()))]
         err_fused, err_unfused = rel_l2(outs[0], outs[2]), rel_l2(outs[1], outs[2])
         assert 0 < err_fused <= 1.15 * err_unfused + 0.005, (err_fused, err_unfused)  # measured 0.04 / 0.04
+
+
+@pytest.mark.skipif(not interpreting(), reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_fused_norm_rope_feeds_fa3_where_auto_picks_it(family, fake_fa3, monkeypatch):
+    """Where ``auto`` picks FA3's FP8 kernel (per-head scales on Hopper; here a stand-in computing
+    exact attention on its e4m3 inputs), the fused norm + RoPE + quantization kernel feeds it: the
+    model runs FA3 for every FP8 attention and lands as close to our kernel's result as FP8 is."""
+    from accel.backends import BACKENDS
+    from accel.processors import common
+
+    model, inputs = (tiny_wan(), wan_inputs()) if family == "wan" else (tiny_flux(head_dim=32), flux_inputs())
+    model = model.to(torch.bfloat16)
+    inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "timestep" else v for k, v in inputs.items()}
+    processor = accel.WanFP8AttnProcessor if family == "wan" else accel.FluxFP8AttnProcessor
+    model.set_attn_processor(processor(granularity="head", backend="triton"))
+    ours = run(model, inputs)
+    monkeypatch.setattr(common, "select_backend", lambda call, requested: (BACKENDS["fa3"], ""), raising=False)
+    model.set_attn_processor(processor(granularity="head", backend="auto"))
+    fa3 = run(model, inputs)
+    attentions = 4 if family == "wan" else 5  # Wan's self-attentions; Flux's 2 double + 3 single blocks
+    assert fake_fa3.calls == [torch.float8_e4m3fn] * attentions
+    assert fa3.isfinite().all() and rel_l2(fa3, ours) < MODEL_BOUND
 
 
 def test_plans_with_smooth_q_and_hadamard_reach_the_kernels():

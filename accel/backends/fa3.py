@@ -57,14 +57,27 @@ class FA3Backend(Backend):
         return head_granularity_reason(call, "FlashAttention-3")
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        import flash_attn_interface
-
         q8, k8, v8, qd, kd, vd, v_mean = quantize_for_fa3(call)
-        # FA3 reads (B, S, H, D) with a unit last stride: our contiguous (B, H, S, D) viewed as such.
-        out, lse = flash_attn_interface.flash_attn_func(
-            q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2),
-            softmax_scale=call.scale, causal=call.is_causal,
-            q_descale=qd, k_descale=kd, v_descale=vd, return_attn_probs=True,
-        )[:2]
-        out = add_value_mean(out.transpose(1, 2), v_mean).to(call.query.dtype)  # FA3 writes bf16
-        return to_layout(out, call.layout), (lse if call.return_lse else None)
+        return _fa3_fp8(q8, k8, v8, qd, kd, vd, v_mean, call)
+
+    prequantized_qk = True
+
+    def run_prequantized(self, q8, q_descale, k8, k_descale, call: AttentionCall) -> torch.Tensor:
+        from accel.kernels import ops
+
+        v8, vd, v_mean = ops.quantize_value(call.value, "head", call.smooth_v, False)
+        return _fa3_fp8(q8, k8, v8, q_descale, k_descale, vd, v_mean, call)[0]
+
+
+def _fa3_fp8(q8, k8, v8, qd, kd, vd, v_mean, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """FA3's FP8 kernel on contiguous (B, H, S, D) e4m3 tensors with (B, H) descales."""
+    import flash_attn_interface
+
+    # FA3 reads (B, S, H, D) with a unit last stride: our contiguous (B, H, S, D) viewed as such.
+    out, lse = flash_attn_interface.flash_attn_func(
+        q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2),
+        softmax_scale=call.scale, causal=call.is_causal,
+        q_descale=qd, k_descale=kd, v_descale=vd, return_attn_probs=True,
+    )[:2]
+    out = add_value_mean(out.transpose(1, 2), v_mean).to(call.value.dtype)  # FA3 writes bf16
+    return to_layout(out, call.layout), (lse if call.return_lse else None)

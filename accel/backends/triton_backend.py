@@ -12,6 +12,7 @@ MAX_HEAD_DIM = 128
 
 class TritonBackend(Backend):
     name = "triton"
+    prequantized_qk = True
 
     def unavailable_reason(self) -> str | None:
         return triton_reason()
@@ -37,3 +38,11 @@ class TritonBackend(Backend):
             call.query.dtype, call.layout, call.return_lse, k_bias,
         )
         return out, (lse if call.return_lse else None)
+
+    def run_prequantized(self, q8, q_descale, k8, k_descale, call: AttentionCall) -> torch.Tensor:
+        from accel.kernels import ops
+
+        v8t, vd, v_mean = ops.quantize_value(call.value, call.granularity, call.smooth_v)
+        out, _ = ops.fp8_attention(q8, k8, v8t, q_descale, k_descale, vd, v_mean, call.head_dim, call.scale,
+                                   call.is_causal, call.value.dtype, call.layout, False)
+        return out

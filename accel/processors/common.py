@@ -8,7 +8,7 @@ import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
 from .._warnings import warn_once
-from ..backends import BACKEND_NAMES
+from ..backends import BACKEND_NAMES, AttentionCall, Backend, select_backend
 from ..parallel import context_parallel_config, fp8_context_parallel_attention, keys_per_call
 from ..sdpa import GRANULARITIES, fp8_sdpa
 
@@ -56,26 +56,34 @@ def norm_eps(norm: torch.nn.RMSNorm, x: torch.Tensor) -> float:
     return norm.eps if norm.eps is not None else torch.finfo(x.dtype).eps
 
 
-def fused_norm_rope_serves(numerics: FP8Numerics, hidden_states: torch.Tensor, norms, head_dim: int) -> bool:
-    """Whether our fused RMSNorm + RoPE + quantization kernel can serve an attention: our Triton
-    kernels would run it (not FA3), every norm is torch's RMSNorm with a weight, and the kernel
-    supports the head dim and the numerics."""
-    from ..backends.env import cuda_fp8_reason, fa3_reason, triton_interpreting, triton_reason
-    from ..kernels.norm_rope import norm_rope_supported
+def fused_norm_rope_backend(numerics: FP8Numerics, query: torch.Tensor, value: torch.Tensor, norms
+                            ) -> tuple[Backend, AttentionCall] | None:
+    """The backend that attends after our fused RMSNorm + RoPE + quantization kernel, with the
+    call it serves; None where that kernel cannot serve the attention: numerics it does not
+    implement, norms other than torch's RMSNorm with a weight, an unsupported head dim, or a
+    chosen backend that takes no pre-quantized Q and K (ours and FA3's FP8 kernel do).
 
-    device = hidden_states.device
-    if numerics.smooth_q or numerics.hadamard:  # numerics the fused kernel does not implement
-        return False
-    if triton_reason() is not None or hidden_states.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    if not (device.type == "cuda" and cuda_fp8_reason(device) is None) and not (
-            device.type == "cpu" and triton_interpreting()):
-        return False
-    ours = numerics.backend == "triton" or (
-        numerics.backend == "auto" and (numerics.granularity == "token" or fa3_reason() is not None or
-                                        device.type != "cuda"))
-    return (ours and all(isinstance(n, torch.nn.RMSNorm) and n.weight is not None for n in norms)
-            and norm_rope_supported(head_dim))
+    ``query``: one projection output (B, S, H*D), for its device, dtype and heads (the call's
+    query and key are views of it: shapes only); ``value``: the attention's V, (B, S, H, D).
+    """
+    from ..backends.env import triton_reason
+
+    heads, head_dim = value.shape[2:]
+    if numerics.smooth_q or numerics.hadamard or triton_reason() is not None:
+        return None
+    if query.dtype not in (torch.bfloat16, torch.float16) or query.shape[-1] != heads * head_dim:
+        return None
+    if not all(isinstance(n, torch.nn.RMSNorm) and n.weight is not None for n in norms):
+        return None
+    from ..kernels.norm_rope import norm_rope_supported  # imports triton
+
+    if not norm_rope_supported(head_dim):
+        return None
+    q = query.unflatten(-1, (heads, head_dim)).transpose(1, 2)
+    call = AttentionCall(q, q, value.transpose(1, 2), False, head_dim ** -0.5, "bshd", numerics.granularity,
+                         numerics.smooth_k, False, numerics.smooth_v, numerics.smooth_q)
+    backend, _ = select_backend(call, numerics.backend)
+    return (backend, call) if backend is not None and backend.prequantized_qk else None
 
 
 class FP8AttentionMixin:

@@ -3,12 +3,14 @@ single-stream blocks, each switchable."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import FluxAttnProcessor, _get_qkv_projections
 
 from ..parallel import keys_per_call
-from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_serves, norm_eps
+from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_backend, norm_eps
 
 
 def _norms(attn, joint: bool) -> tuple:
@@ -16,10 +18,12 @@ def _norms(attn, joint: bool) -> tuple:
     return (attn.norm_q, attn.norm_k) + ((attn.norm_added_q, attn.norm_added_k) if joint else ())
 
 
-def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, image_rotary_emb) -> torch.Tensor:
+def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, image_rotary_emb, backend, call
+                     ) -> torch.Tensor:
     """Attention with RMSNorm + RoPE + quantization of Q and K in one kernel each, reading the
-    text and image projections in place (no bf16 copy of the normed, joined or roped Q/K).
-    Returns the (B, S, H*D) output of the joint sequence, text first."""
+    text and image projections in place (no bf16 copy of the normed, joined or roped Q/K);
+    ``backend`` (ours or FA3's FP8 kernel) attends and quantizes V. Returns the (B, S, H*D)
+    output of the joint sequence, text first."""
     from ..kernels import ops
 
     query, key, value, encoder_query, encoder_key, encoder_value = projections
@@ -36,13 +40,10 @@ def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, imag
 
     q8, qd, _ = quantize(query, attn.norm_q, encoder_query, getattr(attn, "norm_added_q", None), False)
     k8, kd, _ = quantize(key, attn.norm_k, encoder_key, getattr(attn, "norm_added_k", None), numerics.smooth_k)
-    value = value.unflatten(-1, (-1, head_dim))
-    if joint:  # V is not normed or rotated: joined as stock does, then quantized
-        value = torch.cat([encoder_value.unflatten(-1, (-1, head_dim)), value], dim=1)
-    v8t, vd, v_mean = ops.quantize_value(value.transpose(1, 2), numerics.granularity, numerics.smooth_v)
-    out, _ = ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, head_dim, head_dim ** -0.5, False,
-                               query.dtype, "bshd", False)
-    return out.flatten(2, 3)
+    if joint:  # V is not normed or rotated: joined as stock does, then quantized by the backend
+        value = torch.cat([encoder_value.unflatten(-1, (-1, head_dim)), value.unflatten(-1, (-1, head_dim))], dim=1)
+        call = dataclasses.replace(call, value=value.transpose(1, 2))
+    return backend.run_prequantized(q8, qd, k8, kd, call).flatten(2, 3)
 
 
 class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
@@ -58,8 +59,9 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
             (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
             saves), as the presets do; 0: every call FP8.
-        fused_qk: where our Triton kernels serve the attention, run the per-head RMSNorm + RoPE
-            + quantization of Q and K as one kernel each, text and image tokens read in place.
+        fused_qk: where our Triton kernel or FlashAttention-3's FP8 kernel serves the attention,
+            run the per-head RMSNorm + RoPE + quantization of Q and K as one Triton kernel each,
+            text and image tokens read in place.
 
     A call with an attention mask runs stock (one warning). Under diffusers' context parallelism
     (``_parallel_config``, set by ``enable_parallelism``) attention runs FP8 through diffusers'
@@ -105,10 +107,13 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
 
         projections = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
         joint = attn.added_kv_proj_dim is not None
-        # The fused kernel attends itself, over this rank's tokens only: not under context parallelism.
-        if (image_rotary_emb is not None and self.fused_qk and self._parallel_config is None
-                and fused_norm_rope_serves(numerics, hidden_states, _norms(attn, joint), attn.head_dim)):
-            hidden_states = _fused_attention(attn, projections, joint, numerics, image_rotary_emb).to(hidden_states.dtype)
+        fused = None
+        # The fused kernel sees this rank's tokens only: not under context parallelism.
+        if image_rotary_emb is not None and self.fused_qk and self._parallel_config is None:
+            fused = fused_norm_rope_backend(numerics, projections[0], projections[2].unflatten(-1, (-1, attn.head_dim)),
+                                            _norms(attn, joint))
+        if fused is not None:
+            hidden_states = _fused_attention(attn, projections, joint, numerics, image_rotary_emb, *fused)
         else:
             hidden_states = self._attend_unfused(attn, projections, joint, numerics, image_rotary_emb)
         if encoder_hidden_states is None:

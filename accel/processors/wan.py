@@ -11,7 +11,7 @@ from diffusers.models.transformers.transformer_wan import (
 )
 
 from ..parallel import keys_per_call
-from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_serves, norm_eps
+from .common import FP8AttentionMixin, FP8Numerics, fused_norm_rope_backend, norm_eps
 
 #: Wan's text encoder context length; the image-to-video branch's image tokens come before it.
 TEXT_CONTEXT_LENGTH = 512
@@ -28,22 +28,19 @@ def _apply_rotary(x: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Ten
     return out.type_as(x)
 
 
-def _fused_self_attention(attn, hidden_states, numerics: FP8Numerics, rotary_emb) -> torch.Tensor:
+def _fused_self_attention(attn, projections, numerics: FP8Numerics, rotary_emb, backend, call) -> torch.Tensor:
+    """Self-attention with RMSNorm + RoPE + quantization of Q and K in one kernel each; ``backend``
+    (ours or FA3's FP8 kernel) attends and quantizes V (``call.value``)."""
     from ..kernels import ops
 
-    query, key, value = _get_qkv_projections(attn, hidden_states, None)
-    heads = attn.heads
-    head_dim = query.shape[-1] // heads
+    query, key, _ = projections
     cos, sin = rotary_emb[0][0, :, 0, 0::2], rotary_emb[1][0, :, 0, 1::2]  # one value per channel pair
-    g = numerics.granularity
+    g, heads = numerics.granularity, attn.heads
     q8, qd, _ = ops.norm_rope_quantize(query, attn.norm_q.weight, norm_eps(attn.norm_q, query), cos, sin, heads, g,
                                        False)
     k8, kd, _ = ops.norm_rope_quantize(key, attn.norm_k.weight, norm_eps(attn.norm_k, key), cos, sin, heads, g,
                                        numerics.smooth_k)
-    v8t, vd, v_mean = ops.quantize_value(value.unflatten(2, (heads, -1)).transpose(1, 2), g, numerics.smooth_v)
-    out, _ = ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, head_dim, head_dim ** -0.5, False,
-                               query.dtype, "bshd", False)
-    hidden_states = out.flatten(2, 3).type_as(query)
+    hidden_states = backend.run_prequantized(q8, qd, k8, kd, call).flatten(2, 3).type_as(query)
     return attn.to_out[1](attn.to_out[0](hidden_states))
 
 
@@ -61,8 +58,9 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
             (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
             saves), as the presets do; 0: every call FP8.
-        fused_qk: where our Triton kernels serve the self-attention, run RMSNorm + RoPE +
-            quantization of Q and K as one kernel (no bf16 copy of the roped Q/K is written).
+        fused_qk: where our Triton kernel or FlashAttention-3's FP8 kernel serves the
+            self-attention, run RMSNorm + RoPE + quantization of Q and K as one Triton kernel each
+            (no bf16 copy of the normed or roped Q/K is written).
 
     A call with an attention mask runs stock (one warning). ``_attention_backend`` and
     ``_parallel_config`` work as on the stock processor: under diffusers' context parallelism
@@ -111,11 +109,14 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         if self._must_run_stock(attention_mask):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
-        # The fused kernel attends itself, over this rank's tokens only: not under context parallelism.
-        if (is_self and rotary_emb is not None and self.fused_qk and self._parallel_config is None
-                and fused_norm_rope_serves(main, hidden_states, (attn.norm_q, attn.norm_k),
-                                           attn.inner_dim // attn.heads)):
-            return _fused_self_attention(attn, hidden_states, main, rotary_emb)
+        projections = None
+        # The fused kernel sees this rank's tokens only: not under context parallelism.
+        if is_self and main is not None and rotary_emb is not None and self.fused_qk and self._parallel_config is None:
+            projections = _get_qkv_projections(attn, hidden_states, None)
+            fused = fused_norm_rope_backend(main, projections[0], projections[2].unflatten(2, (attn.heads, -1)),
+                                            (attn.norm_q, attn.norm_k))
+            if fused is not None:
+                return _fused_self_attention(attn, projections, main, rotary_emb, *fused)
 
         encoder_hidden_states_img = None
         if attn.add_k_proj is not None:
@@ -123,7 +124,7 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
             encoder_hidden_states_img = encoder_hidden_states[:, :image_context_length]
             encoder_hidden_states = encoder_hidden_states[:, image_context_length:]
 
-        query, key, value = _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
+        query, key, value = projections or _get_qkv_projections(attn, hidden_states, encoder_hidden_states)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
