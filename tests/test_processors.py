@@ -223,6 +223,34 @@ def test_fused_norm_rope_paths_compile_without_graph_breaks(family):
     assert rel_l2(run(compiled, inputs), eager) < 1e-3
 
 
+@pytest.mark.skipif(not interpreting(), reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_fused_norm_rope_paths_under_regional_compilation(family):
+    """compile_repeated_blocks with the fused paths: no more graphs than stock processors make
+    (Wan: one for every block; Flux: diffusers' own recompile for its first single-stream block)."""
+    from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+    from diffusers.models.transformers.transformer_wan import WanAttnProcessor
+
+    graphs = {}
+    for name in ("stock", "fused"):
+        model, inputs = (tiny_wan(layers=3), wan_inputs()) if family == "wan" else (tiny_flux(head_dim=32),
+                                                                                   flux_inputs())
+        model = model.to(torch.bfloat16)
+        inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() and k != "timestep" else v
+                  for k, v in inputs.items()}
+        stock = WanAttnProcessor() if family == "wan" else FluxAttnProcessor()
+        fused = (accel.WanFP8AttnProcessor if family == "wan" else accel.FluxFP8AttnProcessor)(backend="triton")
+        model.set_attn_processor(stock if name == "stock" else fused)
+        eager = run(model, inputs)
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        model.compile_repeated_blocks(fullgraph=True, backend="aot_eager")
+        assert rel_l2(run(model, inputs), eager) < 1e-3
+        graphs[name] = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs["fused"] == graphs["stock"]
+    assert family != "wan" or graphs["fused"] == 1
+
+
 def test_compile_repeated_blocks_with_fp8_processors():
     """diffusers' regional compilation: each block compiled once, reused for every block."""
     model, inputs = tiny_wan(layers=3), wan_inputs()
