@@ -120,6 +120,17 @@ class AccelHandle:
         for transformer in self.transformers:
             _uninstall(transformer)
 
+    def fp8_modules(self) -> list[int]:
+        """Per transformer, how many attention modules got an FP8 processor (the others keep
+        theirs: bf16 throughout the plan, or not stock); 0 once removed."""
+        from .processors.common import FP8AttentionMixin
+
+        return [sum(isinstance(p, FP8AttentionMixin) for p in t.attn_processors.values()) for t in self.transformers]
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} of {len(t.attn_processors)}" for n, t in zip(self.fp8_modules(), self.transformers))
+        return f"AccelHandle(plan={self.plan.name or 'custom'!r}, FP8 attention modules per transformer: {counts})"
+
     def __enter__(self) -> AccelHandle:
         return self
 

@@ -124,12 +124,6 @@ def _fidelity(fp8, ref) -> dict:
             "rel_l2": float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))}
 
 
-def _fp8_modules(pipe) -> int:
-    return sum(isinstance(p, (accel.WanFP8AttnProcessor, accel.FluxFP8AttnProcessor))
-               for name in ("transformer", "transformer_2") if getattr(pipe, name, None) is not None
-               for p in getattr(pipe, name).attn_processors.values())
-
-
 def generate(s: GenerateSettings, log=print) -> dict:
     """Run the whole job; returns the sidecar record (also written next to the output). With
     ``s.cp``, this is one rank of a torchrun launch: every rank generates, rank 0 alone writes
@@ -184,7 +178,7 @@ def _generate(s: GenerateSettings, launch: parallel.Launch | None, log) -> dict:
         reference, record["timings"]["bf16"] = _run(pipe, s)
     with accel.apply(pipe, preset=s.preset, plan=s.plan, backend=s.backend) as handle:
         record["plan"] = {"preset": None if s.plan else s.preset, "file": str(s.plan) if s.plan else None,
-                          "backend": s.backend, "fp8_attention_modules": _fp8_modules(pipe),
+                          "backend": s.backend, "fp8_attention_modules": sum(handle.fp8_modules()),
                           **handle.plan.to_dict()}
         output, record["timings"]["fp8"] = _run(pipe, s)
     if reference is not None:

@@ -98,8 +98,10 @@ def test_apply_and_remove_restore_exactly():
     handle = accel.apply(model, preset="speed", backend="reference")
     fp8 = [n for n, p in model.attn_processors.items() if isinstance(p, accel.WanFP8AttnProcessor)]
     assert fp8 == [f"blocks.{i}.attn1.processor" for i in range(4)]  # self-attention only
+    assert handle.fp8_modules() == [4] and "plan='speed'" in repr(handle) and "4 of 8" in repr(handle)
     assert not torch.equal(run(model, inputs), stock)
     handle.remove()
+    assert handle.fp8_modules() == [0]
     assert all(model.attn_processors[n] is p for n, p in before.items())
     assert torch.equal(run(model, inputs), stock)
 
