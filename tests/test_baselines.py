@@ -1,6 +1,8 @@
 """The pipeline benchmark's FlashAttention-3 baselines, on the CPU with a stand-in for
 ``flash_attn_interface`` that runs exact attention on whatever it is given (dequantized when FP8)."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,3 +48,21 @@ def test_variants_offer_the_baselines_only_with_fa3():
     assert {"fa3-bf16", "torchao-style"} <= set(pipeline.variants("cuda", fa3=True))
     assert "accel-speed-triton" in pipeline.variants("cuda", fa3=True)
     assert not {"fa3-bf16", "torchao-style", "accel-speed-triton"} & set(pipeline.variants("cuda", fa3=False))
+
+
+def test_balanced_with_head_scales_variant_runs():
+    """The GPU-only variant that asks whether balanced needs per-token scales: balanced's plan
+    with one scale per head, installed through the same path as the presets."""
+    from accel.plan import PRESETS
+
+    plan = pipeline.BALANCED_HEAD_SCALES
+    assert [r.fp8.granularity for r in plan.rules if r.fp8] == ["head"]
+    assert [dataclasses.replace(r, fp8=None) for r in plan.rules] == [
+        dataclasses.replace(r, fp8=None) for r in PRESETS["balanced"].rules]
+    assert ("preset", plan, "auto") in pipeline.variants("cuda", fa3=False).values()
+    model, inputs = pipeline.build("tiny-wan", "cpu", torch.bfloat16)
+    with pipeline.configured(model, ("preset", plan, "reference")):
+        numerics = [p.active["self"] for p in model.attn_processors.values() if hasattr(p, "active")]
+        assert numerics and {n.granularity for n in numerics if n is not None} == {"head"}
+        with torch.no_grad():
+            assert model(**inputs, return_dict=False)[0].isfinite().all()

@@ -41,10 +41,12 @@ def quantize_for_fa3(call: AttentionCall):
 
 
 def add_value_mean(out_bhsd: torch.Tensor, v_mean: torch.Tensor) -> torch.Tensor:
-    """Undo smooth-V on a (B, H, S, D) output: add V's channel mean back (rows of P sum to 1)."""
+    """Undo smooth-V on a (B, H, S, D) output the backend just wrote: add V's channel mean back
+    (rows of P sum to 1), in place (the sum is taken in fp32 and rounded once, with no fp32 copy
+    of the output)."""
     if not v_mean.numel():
         return out_bhsd
-    return (out_bhsd.float() + v_mean[:, :, None, : out_bhsd.shape[-1]]).to(out_bhsd.dtype)
+    return out_bhsd.add_(v_mean[:, :, None, : out_bhsd.shape[-1]])
 
 
 class FA3Backend(Backend):
