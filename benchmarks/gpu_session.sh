@@ -4,7 +4,8 @@
 #
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 1    # tests, kernels
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # Wan-1.3B, Flux, one Wan-14B block
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B full forwards
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p, profiled
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Wan-14B 480p
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4}"
 
 run() {  # name, command...: log to $out/name.log, keep going on failure, say how it ended
   local name=$1; shift
@@ -34,18 +35,21 @@ case "$stage" in
   ;;
 2)
   run pipeline-small python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
-    --steps 4 --repeats 3 --json "$out/pipeline-small.json"
+    --steps 4 --repeats 3 --profile --json "$out/pipeline-small.json"
   tail -n 60 "$out/pipeline-small.log"
   ;;
 3)
-  # ~11 s a forward at 720p, 3 forwards a variant: each resolution its own JSON, 720p first
-  run pipeline-14b-720p python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 \
+  # ~11 s a forward, 4 a variant (warm-up, timed, output, profiled): ~8 minutes
+  run pipeline-14b-720p python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 --profile \
     --json "$out/pipeline-14b-720p.json"
-  run pipeline-14b-480p python benchmarks/pipeline.py --configs wan-14b-480p --repeats 1 \
+  tail -n 24 "$out/pipeline-14b-720p.log"
+  ;;
+4)
+  run pipeline-14b-480p python benchmarks/pipeline.py --configs wan-14b-480p --repeats 3 --profile \
     --json "$out/pipeline-14b-480p.json"
-  tail -n 12 "$out"/pipeline-14b-*.log
+  tail -n 24 "$out/pipeline-14b-480p.log"
   ;;
 *)
-  echo "unknown stage $stage: 1, 2 or 3" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
 cat "$out/summary.txt"

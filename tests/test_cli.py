@@ -97,3 +97,27 @@ def test_bench_refuses_what_needs_a_gpu(capsys):
         main(["bench", "attention", "--quick"])
     except SystemExit as exc:
         assert "needs a CUDA GPU" in str(exc.code)
+
+
+def test_bench_pipeline_profile_splits_the_time(tmp_path, capsys):
+    """--profile: each variant's forward split into attention, quantization, GEMMs and the rest;
+    on the CPU these are aten ops' own times, which add up to no more than the wall time."""
+    out = tmp_path / "pipeline.json"
+    assert main(["bench", "pipeline", "--configs", "tiny-wan", "--repeats", "1", "--profile", "--json", str(out)]) == 0
+    assert "profile" in capsys.readouterr().out
+    for variant, row in json.loads(out.read_text())["results"]["tiny-wan"].items():
+        split = row["profile"]
+        assert set(split) == {"attention", "quantization", "gemm", "other", "total"}, variant
+        assert split["gemm"] > 0 and split["attention"] > 0, variant  # projections, and SDPA or the reference
+        assert sum(v for k, v in split.items() if k != "total") <= 1.05 * split["total"], variant
+
+
+def test_profile_categories_name_the_kernels():
+    from accel.benchmarking.profile import category
+
+    assert category("_fp8_attention_kernel") == "attention"
+    assert category("void cutlass::device_kernel<flash::enable_sm90_or_later<flash::FlashAttnFwdSm90<>>>") == "attention"
+    assert category("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7") == "attention"
+    assert category("_norm_rope_quant_kernel") == category("_channel_stats_kernel") == "quantization"
+    assert category("nvjet_tst_192x192_64x4_1x2_h_bz_coopA_NNT") == category("sm90_xmma_gemm_bf16bf16") == "gemm"
+    assert category("void at::native::vectorized_elementwise_kernel<4>") == "other"

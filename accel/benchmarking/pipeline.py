@@ -5,6 +5,7 @@ weights (no download), under diffusers' attention backends and accel's presets, 
     accel bench pipeline --configs wan-1.3b-480p,flux-dev-1024
     accel bench pipeline --configs tiny-wan --repeats 2   # the code path on a CPU
     accel bench pipeline --configs wan-1.3b-480p --steps 4  # plus a 4-step sampling loop
+    accel bench pipeline --configs wan-14b-720p --profile   # plus where each variant's time goes
 
 Per config and variant: median forward time (CUDA events on a GPU), peak GPU memory, and the
 output's relative L2 against diffusers' default (``native``) on the same inputs.
@@ -35,6 +36,8 @@ from accel.backends.env import fa3_reason
 from accel.measure import measure_attention
 from accel.plan import PRESETS, Plan, resolve_plan
 from accel.testing import rel_l2
+
+from .profile import format_breakdown, time_breakdown
 
 WAN_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096,
                freq_dim=256, in_channels=16, out_channels=16, patch_size=(1, 2, 2), cross_attn_norm=True,
@@ -242,8 +245,10 @@ def _error(exc: Exception) -> dict:
     return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
 
 
-def bench_config(name: str, repeats: int, device: str, steps: int = 0) -> dict:
-    """variant -> forward row; with ``steps`` on a Wan config, also "loop": variant -> loop row."""
+def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: bool = False) -> dict:
+    """variant -> forward row; with ``steps`` on a Wan config, also "loop": variant -> loop row.
+    ``profile``: each row also gets "profile", one more forward's time per category
+    (:mod:`accel.benchmarking.profile`)."""
     model, inputs = build(name, device, torch.bfloat16)
     with torch.no_grad():
         reference = model(**inputs, return_dict=False)[0].float()
@@ -256,8 +261,11 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0) -> dict:
                 seconds = time_forward(model, inputs, repeats, device)
                 with torch.no_grad():
                     out = model(**inputs, return_dict=False)[0]
-            rows[variant] = {"s": seconds, "rel_l2_vs_native": rel_l2(out, reference),
-                             "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None}
+                    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+                    split = time_breakdown(lambda: model(**inputs, return_dict=False), device) if profile else None
+            rows[variant] = {"s": seconds, "rel_l2_vs_native": rel_l2(out, reference), "peak_gib": peak}
+            if split is not None:
+                rows[variant]["profile"] = split
         except Exception as exc:  # a backend this machine lacks: say so, keep going
             rows[variant] = _error(exc)
     if steps and CONFIGS[name][0] == "wan":
@@ -300,6 +308,8 @@ def print_forward(name: str, rows: dict) -> None:
             speedup = f"x{base / r['s']:5.2f}" if base else ""
             print(f"{name:<15} {variant:<22} {r['s']:9.4f} s  {speedup}  "
                   f"rel.L2 {r['rel_l2_vs_native']:.4f}  {mem}", flush=True)
+            if "profile" in r:
+                print(f"{'':<15} {'':<22} profile {format_breakdown(r['profile'])}", flush=True)
 
 
 def print_loop(name: str, rows: dict, steps: int) -> None:
@@ -325,6 +335,8 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant (median)")
     p.add_argument("--steps", type=int, default=0,
                    help="also run an N-step sampling loop (CFG, UniPC) per variant on Wan configs; 0: off")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one forward per variant: time in attention, quantization, GEMMs, the rest")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
     names = args.configs.split(",")
@@ -341,7 +353,7 @@ def main(argv=None) -> dict:
     print(json.dumps(env))
     results = {}
     for name in names:
-        results[name] = rows = bench_config(name, args.repeats, device, args.steps)
+        results[name] = rows = bench_config(name, args.repeats, device, args.steps, args.profile)
         print_forward(name, rows)
         if "loop" in rows:
             print_loop(name, rows["loop"], args.steps)
