@@ -27,11 +27,11 @@ case "$stage" in
 1)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/summary.txt"
-  run gpu-tests python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py
+  run gpu-tests python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py tests/test_compile.py
   run attention python benchmarks/attention.py --quick --json "$out/attention.json"
   run norm-rope-token python benchmarks/norm_rope.py --granularity token
   run norm-rope-head python benchmarks/norm_rope.py --granularity head
-  tail -n 3 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
+  grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
   ;;
 2)
   run pipeline-small python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
