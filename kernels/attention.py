@@ -1,9 +1,11 @@
 """FP8 flash-attention forward kernel (Triton) with per-head or per-token scales.
 
 Inputs come from :func:`accel.kernels.quantize.quantize_fp8`: Q8 and K8 (B, H, S, Dp) e4m3, V8
-transposed (B, H, Dp, S_pad) e4m3, and fp32 descales. Per program: one BLOCK_M tile of queries
-against every key block, online softmax in fp32 with exp2, P cast to e4m3, both products in FP8
-with fp32 accumulators.
+transposed (B, H, Dp, S_pad) e4m3, and fp32 descales. With per-token scales Q may instead come
+as the caller's bf16/fp16 (B, H, S, D) view: each program quantizes its own query tile (one
+scale per row, exactly as the quantization kernel would), which saves a whole pass over Q.
+Per program: one BLOCK_M tile of queries against every key block, online softmax in fp32 with
+exp2, P cast to e4m3, both products in FP8 with fp32 accumulators.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import cast_e4m3, to_half
+from ._triton_utils import cast_e4m3, to_e4m3, to_half
 from .configs import AttentionConfig, default_config, interpreting
 from .numerics import P_SCALE
+from .quantize import row_scales
 
 LOG2E = math.log2(math.e)
 
@@ -80,27 +83,37 @@ def _attend_blocks(
 def _fp8_attention_kernel(
     q_ptr, k_ptr, vt_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, v_mean_ptr, k_bias_ptr, out_ptr,
     lse_ptr, qk_scale, Sq, Skv, H,
-    sq_bh, sq_s, sk_bh, sk_s, sv_bh, sv_d, sqd_bh, skd_bh,
+    sq_b, sq_h, sq_s, sq_d, sk_bh, sk_s, sv_bh, sv_d, sqd_bh, skd_bh,
     so_b, so_h, so_s, so_d,
     D_OUT: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    PER_TOKEN_QK: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    PER_TOKEN_QK: tl.constexpr, QUANTIZE_Q: tl.constexpr, PER_CHANNEL_V: tl.constexpr, IS_CAUSAL: tl.constexpr,
     WRITE_LSE: tl.constexpr, HAS_V_MEAN: tl.constexpr, HAS_K_BIAS: tl.constexpr, OUT_BF16: tl.constexpr,
     EMULATE_CAST: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1).to(tl.int64)
+    b = pid_bh // H
+    h = pid_bh % H
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
     m_ok = offs_m < Sq
 
-    q = tl.load(q_ptr + pid_bh * sq_bh + offs_m[:, None] * sq_s + offs_d[None, :],
-                mask=m_ok[:, None], other=0.0)
+    q_ptrs = q_ptr + b * sq_b + h * sq_h + offs_m[:, None] * sq_s + offs_d[None, :] * sq_d
+    if QUANTIZE_Q:  # the caller's bf16/fp16 rows (channels past D_OUT read as zero), one scale each
+        x = tl.load(q_ptrs, mask=m_ok[:, None] & (offs_d[None, :] < D_OUT), other=0.0).to(tl.float32)
+        q_row_scale, q_row_descale = row_scales(x)
+        q = to_e4m3(x * q_row_scale[:, None], EMULATE_CAST)
+    else:
+        q = tl.load(q_ptrs, mask=m_ok[:, None], other=0.0)
     k_ptrs = k_ptr + pid_bh * sk_bh + offs_n[:, None] * sk_s + offs_d[None, :]
     vt_ptrs = vt_ptr + pid_bh * sv_bh + offs_d[:, None] * sv_d + offs_n[None, :]
     # q_scale turns raw FP8 scores into log2 units: softmax scale * log2(e) * descales.
     if PER_TOKEN_QK:
-        q_scale = tl.load(q_descale_ptr + pid_bh * sqd_bh + offs_m, mask=m_ok, other=1.0) * qk_scale
+        if QUANTIZE_Q:
+            q_scale = tl.where(m_ok, q_row_descale, 1.0) * qk_scale
+        else:
+            q_scale = tl.load(q_descale_ptr + pid_bh * sqd_bh + offs_m, mask=m_ok, other=1.0) * qk_scale
         k_descale_ptr += pid_bh * skd_bh
     else:
         qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
@@ -132,8 +145,6 @@ def _fp8_attention_kernel(
         out = acc * (inv * tl.load(v_descale_ptr + pid_bh))[:, None]
     if HAS_V_MEAN:  # smooth-V: the subtracted channel mean comes back exactly (rows of P sum to 1)
         out += tl.load(v_mean_ptr + pid_bh * HEAD_DIM + offs_d)[None, :]
-    b = pid_bh // H
-    h = pid_bh % H
     o_ptrs = out_ptr + b * so_b + h * so_h + offs_m[:, None] * so_s + offs_d[None, :] * so_d
     tl.store(o_ptrs, to_half(out, OUT_BF16, EMULATE_CAST), mask=m_ok[:, None] & (offs_d[None, :] < D_OUT))
     if WRITE_LSE:
@@ -141,7 +152,7 @@ def _fp8_attention_kernel(
 
 
 def launch_attention(
-    q8: torch.Tensor,
+    q: torch.Tensor,
     k8: torch.Tensor,
     v8t: torch.Tensor,
     q_descale: torch.Tensor,
@@ -157,24 +168,32 @@ def launch_attention(
     k_bias: torch.Tensor | None = None,
 ) -> None:
     """Launch the kernel, writing ``out`` (any (B, H, Sq, head_dim) strided view) and, if given,
-    ``lse`` (B, H, Sq) fp32, natural log. Descales: (B, H) per head or (B, H, S) per token for Q
-    and K; (B, H) or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output.
-    ``k_bias`` (B, H, Skv) fp32 contiguous, log2 units: added to each key's scores (smooth-Q)."""
+    ``lse`` (B, H, Sq) fp32, natural log. ``q``: e4m3 (B, H, Sq, Dp) with its descale, or with
+    per-token scales the bf16/fp16 (B, H, Sq, head_dim) view itself (``q_descale`` unread),
+    quantized in the kernel. Descales: (B, H) per head or (B, H, S) per token for Q and K; (B, H)
+    or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output. ``k_bias``
+    (B, H, Skv) fp32 contiguous, log2 units: added to each key's scores (smooth-Q)."""
     assert P_SCALE == 256.0  # the kernel hard-codes the power of two
     assert out.dtype in (torch.bfloat16, torch.float16), out.dtype
-    B, H, Sq, Dp = q8.shape
-    Skv = k8.shape[2]
-    cfg = config or default_config(Dp, per_token=q_descale.dim() == 3)
+    B, H, Sq, _ = q.shape
+    Skv, Dp = k8.shape[2], k8.shape[3]
+    per_token = k_descale.dim() == 3
+    quantize_q = q.dtype != torch.float8_e4m3fn
+    if quantize_q and not per_token:
+        raise ValueError("the attention kernel quantizes Q itself only with per-token scales")
+    if quantize_q:
+        q_descale = k_descale  # unread: any real tensor (an empty one may have no address)
+    cfg = config or default_config(Dp, per_token=per_token)
     grid = (triton.cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
-        q8, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean,
-        q_descale if k_bias is None else k_bias, out, out if lse is None else lse,
+        q, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean,
+        k_descale if k_bias is None else k_bias, out, out if lse is None else lse,
         sm_scale * LOG2E, Sq, Skv, H,
-        q8.stride(1), q8.stride(2), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
+        *q.stride(), k8.stride(1), k8.stride(2), v8t.stride(1), v8t.stride(2),
         q_descale.stride(1), k_descale.stride(1),
         *out.stride(),
         D_OUT=head_dim, HEAD_DIM=Dp, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n,
-        PER_TOKEN_QK=q_descale.dim() == 3, PER_CHANNEL_V=v_descale.dim() == 3,
+        PER_TOKEN_QK=per_token, QUANTIZE_Q=quantize_q, PER_CHANNEL_V=v_descale.dim() == 3,
         IS_CAUSAL=is_causal, WRITE_LSE=lse is not None, HAS_V_MEAN=v_mean is not None,
         HAS_K_BIAS=k_bias is not None,
         OUT_BF16=out.dtype == torch.bfloat16,

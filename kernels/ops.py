@@ -72,6 +72,27 @@ def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, sm
     return q8, k8, v8, qd, kd, vd, v_mean, k_bias
 
 
+@torch.library.custom_op("accel::quantize_kv", mutates_args=())
+def quantize_kv(
+    k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool, transpose_v: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """K and V alone, when the attention kernel quantizes Q itself (per-token scales): (k8, v8,
+    k_descale, v_descale, v_mean or empty), as :func:`quantize_qkv` gives them."""
+    (k8, kd, _), (v8, vd, v_mean) = quantize_many([
+        QuantizeJob(k, granularity, smooth_k),
+        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
+    ])
+    return k8, v8, kd, vd, (v_mean if smooth_v else kd.new_empty((0,)))
+
+
+@quantize_kv.register_fake
+def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v):
+    k8, kd = _quantized_fake(k, granularity, False)
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
+    B, H, _, D = v.shape
+    return k8, v8, kd, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
+
+
 @torch.library.custom_op("accel::quantize_value", mutates_args=())
 def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose: bool = True
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -145,8 +166,10 @@ def fp8_attention(
     return_lse: bool,
     k_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """FP8 attention on quantized inputs. Returns ``(out, lse)``: out in ``layout`` and
-    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
+    """FP8 attention on quantized inputs. ``q8`` may instead be the bf16/fp16 (B, H, Sq, D) query
+    itself when K has per-token scales: the kernel quantizes it per token (``q_descale`` is then
+    empty). Returns ``(out, lse)``: out in ``layout`` and ``out_dtype``; lse (B, H, Sq) fp32 when
+    ``return_lse``, else an empty tensor. A non-empty
     ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
     non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q)."""
     out = _new_output(q8, head_dim, out_dtype, layout)
@@ -170,5 +193,5 @@ def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, he
     return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
 
 
-__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "norm_rope_quantize", "quantize_qkv", "quantize_value",
-           "value_granularity"]
+__all__ = ["GRANULARITIES", "LAYOUTS", "fp8_attention", "norm_rope_quantize", "quantize_kv", "quantize_qkv",
+           "quantize_value", "value_granularity"]

@@ -102,15 +102,21 @@ def _scales(amax):
 
 
 @triton.jit
+def row_scales(x):
+    """(scale, descale) of each row of a (rows, channels) fp32 tile, from the row's amax."""
+    amax = tl.max(tl.abs(x), 1)
+    # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
+    n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
+    return _scales(tl.where(n_bad > 0, float("nan"), amax))
+
+
+@triton.jit
 def scale_tile(x, MODE: tl.constexpr, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d,
                ROW: tl.constexpr):
     """x (tokens, channels) times its scales. MODE 0: one per head (given); 1: one per token,
     computed here, descale stored at descale_ptr[bh * sds_bh + token]; 2: one per channel (given)."""
     if MODE == 1:
-        amax = tl.max(tl.abs(x), 1)
-        # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
-        n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
-        scale, descale = _scales(tl.where(n_bad > 0, float("nan"), amax))
+        scale, descale = row_scales(x)
         tl.store(descale_ptr + bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
         y = x * scale[:, None]
     elif MODE == 0:

@@ -84,3 +84,16 @@ def test_fake_tensor_shapes():
             fake = ops.norm_rope_quantize(fx, fw, 1e-6, fc, fs, 3, gran, smooth, True, ft, fw, 1e-6)
         for r, f in zip(real, fake):
             assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    real = ops.quantize_kv(k, v, "token", True, True, True)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fake = ops.quantize_kv(mode.from_tensor(k), mode.from_tensor(v), "token", True, True, True)
+    for r, f in zip(real, fake):
+        assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    out_real = ops.fp8_attention(q, real[0], real[1], real[2].new_empty((0,)), real[2], real[3], real[4], 80, 0.1,
+                                 False, torch.bfloat16, "bshd", True)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        fq, fk8, fv8, fkd, fvd, fvm = (mode.from_tensor(t) for t in (q, *real[:4], real[4]))
+        out_fake = ops.fp8_attention(fq, fk8, fv8, fkd.new_empty((0,)), fkd, fvd, fvm, 80, 0.1, False,
+                                     torch.bfloat16, "bshd", True)
+    for r, f in zip(out_real, out_fake):
+        assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()

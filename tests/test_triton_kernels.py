@@ -290,6 +290,27 @@ def test_prequantized_qk_on_our_kernel_and_fa3(smooth_v, fake_fa3):
         assert rel_l2(out.transpose(1, 2), exact) < 0.02
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+def test_query_quantized_in_the_attention_kernel_is_the_same(shape):
+    """Per-token calls hand the kernel the bf16 query (any strides, padded head dims, a NaN row):
+    it quantizes each tile exactly as the quantization kernel would."""
+    from accel.kernels import ops
+
+    B, H, Sq, Skv, D = shape
+    q, k, v = activation_like_qkv(B, H, Sq, Skv, D, "activation", layout="bshd", device=DEVICE, generator=_gen())
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, S, D) views of diffusers' layout
+    q[0, 0, Sq // 2, 0] = float("nan")
+    q8, k8, v8t, qd, kd, vd, v_mean, _ = ops.quantize_qkv(q, k, v, "token", True, True, True, False)
+    outs = [ops.fp8_attention(query, k8, v8t, descale, kd, vd, v_mean, D, D ** -0.5, False, q.dtype, "bhsd", True)
+            for query, descale in ((q8, qd), (q, kd.new_empty((0,))))]
+    (a, lse_a), (b, lse_b) = ((out.nan_to_num(7.0), lse.nan_to_num(7.0)) for out, lse in outs)
+    assert outs[1][0][0, 0, Sq // 2].isnan().all() and outs[1][0].isnan().sum() == D  # the NaN row alone
+    if interpreting():
+        assert torch.equal(a, b) and torch.equal(lse_a, lse_b)
+    else:  # the same fp32 arithmetic, scheduled by another compilation
+        assert rel_l2(a, b) < 1e-3 and torch.allclose(lse_a, lse_b, atol=1e-4)
+
+
 def test_quantize_tiles_do_not_change_results():
     """Any tile configuration of the quantization passes gives the same bytes (up to rare
     one-step roundings where a smoothed channel mean is summed in other chunks)."""

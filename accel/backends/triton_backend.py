@@ -30,9 +30,16 @@ class TritonBackend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
 
-        q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
-            call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True, call.smooth_q
-        )
+        if call.granularity == "token" and not call.smooth_q:
+            # Q's per-token scales come from its own rows: the kernel quantizes each query tile
+            # it loads, which spares a whole pass over Q (most of the work when Sq >> Skv).
+            k8, v8t, kd, vd, v_mean = ops.quantize_kv(call.key, call.value, "token", call.smooth_k,
+                                                      call.smooth_v, True)
+            q8, qd, k_bias = call.query, kd.new_empty((0,)), None
+        else:
+            q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
+                call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True,
+                call.smooth_q)
         out, lse = ops.fp8_attention(
             q8, k8, v8t, qd, kd, vd, v_mean, call.head_dim, call.scale, call.is_causal,
             call.query.dtype, call.layout, call.return_lse, k_bias,
