@@ -18,6 +18,13 @@ def _norms(attn, joint: bool) -> tuple:
     return (attn.norm_q, attn.norm_k) + ((attn.norm_added_q, attn.norm_added_k) if joint else ())
 
 
+def _rope_table(image_rotary_emb, tokens: int, head_dim: int) -> bool:
+    """Whether the rotary embedding is FluxPosEmbed's (cos, sin) table, (tokens, head_dim) each,
+    the form the fused kernel reads; anything else takes the stock path."""
+    return (isinstance(image_rotary_emb, (tuple, list)) and len(image_rotary_emb) == 2
+            and all(t.shape == (tokens, head_dim) for t in image_rotary_emb))
+
+
 def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, image_rotary_emb, backend, call
                      ) -> torch.Tensor:
     """Attention with RMSNorm + RoPE + quantization of Q and K in one kernel each, reading the
@@ -98,8 +105,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         image_rotary_emb: torch.Tensor | None = None,
     ):
         numerics = self.active["double" if encoder_hidden_states is not None else "single"]
-        n_keys = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
-        n_keys = keys_per_call(n_keys, self._parallel_config)
+        n_tokens = hidden_states.shape[1] + (0 if encoder_hidden_states is None else encoder_hidden_states.shape[1])
+        n_keys = keys_per_call(n_tokens, self._parallel_config)
         if numerics is None or not numerics.serves(n_keys, hidden_states.device):  # short: stock, exactly
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, image_rotary_emb)
         if self._must_run_stock(attention_mask):
@@ -109,7 +116,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         joint = attn.added_kv_proj_dim is not None
         fused = None
         # The fused kernel sees this rank's tokens only: not under context parallelism.
-        if image_rotary_emb is not None and self.fused_qk and self._parallel_config is None:
+        if (self.fused_qk and self._parallel_config is None
+                and _rope_table(image_rotary_emb, n_tokens, attn.head_dim)):
             fused = fused_norm_rope_backend(numerics, projections[0], projections[2].unflatten(-1, (-1, attn.head_dim)),
                                             _norms(attn, joint))
         if fused is not None:
