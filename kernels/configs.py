@@ -36,6 +36,10 @@ GPU_CONFIG_PER_TOKEN = AttentionConfig(128, 128, 8, 3)
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 
 
+#: Per-token calls hand the attention kernel the bf16 query, which it quantizes tile by tile
+#: (no separate pass over Q; benchmarks/NOTES.md 15). False: the separate pass, as before.
+QUANTIZE_Q_IN_KERNEL = True
+
 #: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md):
 #: small statistics loads keep many programs' loads in flight without spilling accumulators.
 GPU_QUANTIZE_CONFIG = QuantizeConfig(128, 16, 4, 128, 8)
