@@ -358,6 +358,29 @@ def test_fused_norm_rope_feeds_fa3_where_auto_picks_it(family, fake_fa3, monkeyp
     assert fa3.isfinite().all() and rel_l2(fa3, ours) < MODEL_BOUND
 
 
+@pytest.mark.skipif(not interpreting(), reason="the Triton kernels on the CPU need TRITON_INTERPRET=1")
+def test_flux_without_a_rotary_table_takes_the_unfused_path():
+    """No (tokens, head_dim) cos/sin table (here no rotary embedding at all, which the stock
+    processor accepts): stock norms, no RoPE, then FP8; the fused kernel is not called."""
+    from accel.kernels import ops
+
+    model = tiny_flux(head_dim=32).to(torch.bfloat16)
+    attn = model.single_transformer_blocks[0].attn
+    x = torch.randn(1, 46, 64, generator=torch.Generator().manual_seed(0)).bfloat16()
+    calls = []
+    original = ops.norm_rope_quantize
+    ops.norm_rope_quantize = lambda *a, **kw: calls.append(a) or original(*a, **kw)
+    try:
+        with torch.no_grad():
+            out = accel.FluxFP8AttnProcessor(backend="triton")(attn, x, None, None, None)
+    finally:
+        ops.norm_rope_quantize = original
+    with torch.no_grad():
+        unfused = accel.FluxFP8AttnProcessor(backend="triton", fused_qk=False)(attn, x, None, None, None)
+        stock = FluxAttnProcessor()(attn, x, None, None, None)
+    assert not calls and torch.equal(out, unfused) and 0 < rel_l2(out, stock) < 0.1
+
+
 def test_plans_with_smooth_q_and_hadamard_reach_the_kernels():
     """A plan's smooth_q / hadamard reach fp8_sdpa (through the unfused path on Wan): outputs
     differ from plain FP8, and stay as close to stock as FP8 is."""
