@@ -1,9 +1,20 @@
-"""Small Triton helpers shared by the kernels."""
+"""Small Triton helpers shared by the kernels, and the host-side integer math of their launchers."""
 
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for launch grids: plain Python, since ``triton.cdiv`` goes through Triton's
+    constexpr-function machinery (~3 us a call on the host, several calls per attention call)."""
+    return -(-a // b)
+
+
+def next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), in plain Python for the same reason."""
+    return 1 << (n - 1).bit_length()
 
 
 @triton.jit

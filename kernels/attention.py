@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import cast_e4m3, to_e4m3, to_half
+from ._triton_utils import cast_e4m3, cdiv, to_e4m3, to_half
 from .configs import AttentionConfig, default_config, interpreting
 from .numerics import P_SCALE
 from .quantize import row_scales
@@ -184,7 +184,7 @@ def launch_attention(
     if quantize_q:
         q_descale = k_descale  # unread: any real tensor (an empty one may have no address)
     cfg = config or default_config(Dp, per_token=per_token)
-    grid = (triton.cdiv(Sq, cfg.block_m), B * H)
+    grid = (cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
         q, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean,
         k_descale if k_bias is None else k_bias, out, out if lse is None else lse,

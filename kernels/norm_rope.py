@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import to_e4m3
+from ._triton_utils import cdiv, to_e4m3
 from .configs import interpreting
 from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
@@ -166,7 +166,7 @@ def norm_rope_quantize(
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     x8 = torch.empty(B, heads, S, D, device=dev, dtype=torch.float8_e4m3fn)
-    n_chunks = triton.cdiv(S, block_s)
+    n_chunks = cdiv(S, block_s)
     grid = (n_chunks, B)
     sources_args = (xa, xb, wa, wb)
     shape_args = (S, S_A, heads, xa.stride(0), xa.stride(1), xb.stride(0), xb.stride(1),
@@ -189,7 +189,7 @@ def norm_rope_quantize(
             PER_CHANNEL0=False, PER_CHANNEL1=False, PER_CHANNEL2=False, num_warps=4,
         )
     if granularity == "token":
-        s_pad = triton.cdiv(S, 16) * 16
+        s_pad = cdiv(S, 16) * 16
         descale = torch.empty_strided((B, heads, S), (heads * s_pad, s_pad, 1), **f32)
         sds_bh = s_pad
     else:

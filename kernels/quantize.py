@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_utils import to_e4m3
+from ._triton_utils import cdiv, next_power_of_2, to_e4m3
 from .configs import QuantizeConfig, default_quantize_config, interpreting
 from .numerics import AMAX_EPS, E4M3_MAX
 
@@ -247,7 +247,7 @@ def _cast_kernel(
 
 def padded_head_dim(head_dim: int) -> int:
     """Head dim the kernels compute with: the next power of two, at least 32 (FP8 MMA's K step)."""
-    return max(32, triton.next_power_of_2(head_dim))
+    return max(32, next_power_of_2(head_dim))
 
 
 def _per_slot(values, fill) -> list:
@@ -328,7 +328,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
     # Pass 3: the cast, every tensor in one launch.
     xs = [job.x for job in jobs]
     dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
-    n_tiles = max(triton.cdiv(x.shape[2], cfg.cast_block) for x in xs)
+    n_tiles = max(cdiv(x.shape[2], cfg.cast_block) for x in xs)
     _cast_kernel[(B * H, n_tiles, len(jobs))](
         *_per_slot(xs, xs[0]), *_per_slot(outs, dummy),
         *_per_slot((dummy if m is None else m for m in means), dummy),
@@ -351,7 +351,7 @@ def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp, cfg: Quantize
     scales (one launch), written into ``means``/``scales``/``descales``."""
     xs = [jobs[i].x for i in slots]
     lengths = [x.shape[2] for x in xs]
-    max_chunks = max(triton.cdiv(S, cfg.stats_tokens) for S in lengths)
+    max_chunks = max(cdiv(S, cfg.stats_tokens) for S in lengths)
     stats = torch.empty(len(slots), B * H, max_chunks, 3, Dp, device=xs[0].device, dtype=torch.float32)
     _channel_stats_kernel[(B * H, max_chunks, len(slots))](
         *_per_slot(xs, xs[0]), stats, *_per_slot(lengths, 0), H,
