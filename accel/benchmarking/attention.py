@@ -68,15 +68,11 @@ def fp8_kernel_only(granularity):
     return prepare, lambda *args: ops.fp8_attention(*args)[0]
 
 
-def fp8_token_with_q_pass(q, k, v):
+def fp8_token_with_q_pass():
     """The whole per-token call with Q quantized by its own pass, as before the attention kernel
-    quantized Q itself (benchmarks/NOTES.md 15): the A/B of that change."""
-    from accel.kernels import ops
-
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    q8, k8, v8t, qd, kd, vd, v_mean, _ = ops.quantize_qkv(q, k, v, "token", True, False, True)
-    return ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype,
-                             "bshd", False)[0]
+    quantized Q itself (benchmarks/NOTES.md 15): kernel-only-token's preparation timed with it."""
+    prepare, run = fp8_kernel_only("token")
+    return None, lambda q, k, v: run(*prepare(q, k, v))
 
 
 def fa3_fp8_kernel_only():
@@ -102,7 +98,7 @@ def methods():
         "sdpa-efficient-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION)),
         "accel-triton-head": (None, fp8("triton", "head")),
         "accel-triton-token": (None, fp8("triton", "token")),
-        "accel-token-q-pass": (None, fp8_token_with_q_pass),
+        "accel-token-q-pass": fp8_token_with_q_pass(),
         "kernel-only-head": fp8_kernel_only("head"),
         "kernel-only-token": fp8_kernel_only("token"),
     }

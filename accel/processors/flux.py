@@ -45,8 +45,8 @@ def _fused_attention(attn, projections, joint: bool, numerics: FP8Numerics, imag
         return ops.norm_rope_quantize(x, norm.weight, norm_eps(norm, x), cos, sin, heads, numerics.granularity,
                                       smooth, True, **prefix)
 
-    q8, qd, _ = quantize(query, attn.norm_q, encoder_query, getattr(attn, "norm_added_q", None), False)
-    k8, kd, _ = quantize(key, attn.norm_k, encoder_key, getattr(attn, "norm_added_k", None), numerics.smooth_k)
+    q8, qd, _ = quantize(query, attn.norm_q, encoder_query, attn.norm_added_q if joint else None, False)
+    k8, kd, _ = quantize(key, attn.norm_k, encoder_key, attn.norm_added_k if joint else None, numerics.smooth_k)
     if joint:  # V is not normed or rotated: joined as stock does, then quantized by the backend
         value = torch.cat([encoder_value.unflatten(-1, (-1, head_dim)), value.unflatten(-1, (-1, head_dim))], dim=1)
         call = dataclasses.replace(call, value=value.transpose(1, 2))
