@@ -16,10 +16,10 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 stage="${1:?usage: gpu_session.sh 1|2|3|4}"
 
-run() {  # name, command...: log to $out/name.log, keep going on failure, say how it ended
-  local name=$1; shift
+run() {  # name, seconds, command...: log to $out/name.log, stop it at its limit, keep going, say how it ended
+  local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  "$@" > "$out/$name.log" 2>&1
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
   echo "[$name] exit $? after $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
 }
 
@@ -27,25 +27,25 @@ case "$stage" in
 1)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/summary.txt"
-  run gpu-tests python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py tests/test_compile.py
-  run attention python benchmarks/attention.py --quick --json "$out/attention.json"
-  run norm-rope-token python benchmarks/norm_rope.py --granularity token
-  run norm-rope-head python benchmarks/norm_rope.py --granularity head
+  run gpu-tests 300 python -m pytest -q --durations=10 tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py tests/test_compile.py
+  run attention 170 python benchmarks/attention.py --quick --json "$out/attention.json"
+  run norm-rope-token 60 python benchmarks/norm_rope.py --granularity token
+  run norm-rope-head 60 python benchmarks/norm_rope.py --granularity head
   grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
   ;;
 2)
-  run pipeline-small python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
+  run pipeline-small 560 python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
     --steps 4 --repeats 3 --profile --json "$out/pipeline-small.json"
   tail -n 60 "$out/pipeline-small.log"
   ;;
 3)
   # ~11 s a forward, 4 a variant (warm-up, timed, output, profiled): ~8 minutes
-  run pipeline-14b-720p python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 --profile \
+  run pipeline-14b-720p 560 python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 --profile \
     --json "$out/pipeline-14b-720p.json"
   tail -n 24 "$out/pipeline-14b-720p.log"
   ;;
 4)
-  run pipeline-14b-480p python benchmarks/pipeline.py --configs wan-14b-480p --repeats 3 --profile \
+  run pipeline-14b-480p 560 python benchmarks/pipeline.py --configs wan-14b-480p --repeats 3 --profile \
     --json "$out/pipeline-14b-480p.json"
   tail -n 24 "$out/pipeline-14b-480p.log"
   ;;
