@@ -3,9 +3,8 @@
 # Logs and JSON go to $OUT (the device tool's return folder; ./gpu-out elsewhere).
 #
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 1    # tests, kernels
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # Wan-1.3B, Flux, one Wan-14B block
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p, profiled
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Wan-14B 480p
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # numerics' costs; Wan-1.3B, Flux, one Wan-14B block
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -14,7 +13,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4}"
+stage="${1:?usage: gpu_session.sh 1|2|3}"
 
 run() {  # name, seconds, command...: log to $out/name.log, stop it at its limit, keep going, say how it ended
   local name=$1 limit=$2; shift 2
@@ -34,22 +33,25 @@ case "$stage" in
   grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
   ;;
 2)
-  run pipeline-small 560 python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
+  run gpu-tests-again 80 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k "small_shapes or both_query"
+  run numerics 60 python benchmarks/attention.py --quick --json "$out/numerics.json" --methods \
+    sdpa-cudnn-bf16,accel-triton-head,accel-triton-token,accel-token-smooth-v,accel-token-smooth-q,accel-token-hadamard
+  tail -n 1 "$out/gpu-tests-again.log"; tail -n 6 "$out/numerics.log"
+  run pipeline-small 430 python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
     --steps 4 --repeats 3 --profile --json "$out/pipeline-small.json"
   tail -n 60 "$out/pipeline-small.log"
   ;;
 3)
-  # ~11 s a forward, 4 a variant (warm-up, timed, output, profiled): ~8 minutes
-  run pipeline-14b-720p 560 python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 --profile \
-    --json "$out/pipeline-14b-720p.json"
-  tail -n 24 "$out/pipeline-14b-720p.log"
-  ;;
-4)
-  run pipeline-14b-480p 560 python benchmarks/pipeline.py --configs wan-14b-480p --repeats 3 --profile \
-    --json "$out/pipeline-14b-480p.json"
-  tail -n 24 "$out/pipeline-14b-480p.log"
+  # the variants the targets compare (issue 8); 720p: ~11 s a bf16 forward, 4 a variant (warm-up,
+  # timed, output, profiled)
+  v=_native_cudnn,fa3-bf16,torchao-style,accel-speed,accel-balanced,accel-quality
+  run pipeline-14b-720p 370 python benchmarks/pipeline.py --configs wan-14b-720p --repeats 1 --profile \
+    --variants "$v" --json "$out/pipeline-14b-720p.json"
+  run pipeline-14b-480p 190 python benchmarks/pipeline.py --configs wan-14b-480p --repeats 2 --profile \
+    --variants "$v" --json "$out/pipeline-14b-480p.json"
+  tail -n 14 "$out/pipeline-14b-720p.log"; tail -n 14 "$out/pipeline-14b-480p.log"
   ;;
 *)
-  echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1, 2 or 3" >&2; exit 2 ;;
 esac
 cat "$out/summary.txt"

@@ -69,6 +69,18 @@ def test_bench_pipeline_loop_on_tiny_wan(tmp_path, capsys):
     assert loop["accel-balanced"]["latent_rel_l2_per_step"][0] > 0
 
 
+def test_bench_pipeline_variants_subset(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    assert main(["bench", "pipeline", "--configs", "tiny-wan", "--repeats", "1", "--steps", "1",
+                 "--variants", "accel-speed", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]["tiny-wan"]
+    assert set(rows) == {"accel-speed", "loop"}
+    assert set(rows["loop"]) == {"native", "accel-speed"}  # the loop's reference runs anyway
+    assert rows["loop"]["accel-speed"]["latent_rel_l2_vs_native"] > 0
+    assert main(["bench", "pipeline", "--configs", "tiny-wan", "--variants", "accel-fast"]) != 0
+    assert "accel-fast" in capsys.readouterr().err
+
+
 def test_bench_pipeline_loop_passes_wan_timesteps():
     import torch
 

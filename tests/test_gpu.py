@@ -30,14 +30,15 @@ def _emulated(q, k, v, layout, granularity, rows, is_causal=False):
     q8, qd = quantize_reference(q, granularity)
     k8, kd = quantize_reference(k, granularity, smooth=True)
     v8, vd = quantize_reference(v, "channel" if granularity == "token" else "head")
+    scale = q.shape[-1] ** -0.5
     if is_causal:
-        scale = q.shape[-1] ** -0.5
         out, lse = attention_reference(q8, k8, v8, qd, kd, vd, scale, is_causal=True)
-        # smooth-K shifted each row's scores by q . mean(K): the true scores' LSE adds it back
-        lse = lse + scale * (q.float() @ k.float().mean(dim=2)[..., None]).squeeze(-1)
-        return out[:, :, rows], lse[:, :, rows]
-    qd = qd[:, :, rows] if qd.dim() == 3 else qd
-    return attention_reference(q8[:, :, rows], k8, v8, qd, kd, vd, q.shape[-1] ** -0.5)
+        out, lse = out[:, :, rows], lse[:, :, rows]
+    else:
+        out, lse = attention_reference(q8[:, :, rows], k8, v8, qd[:, :, rows] if qd.dim() == 3 else qd,
+                                       kd, vd, scale)
+    # smooth-K shifted each row's scores by q . mean(K): the true scores' LSE adds it back
+    return out, lse + scale * (q[:, :, rows].float() @ k.float().mean(dim=2)[..., None]).squeeze(-1)
 
 
 def _check(backend, heads, sq, skv, d, kind, granularity, is_causal=False, layout="bshd", rows=512):
@@ -62,12 +63,11 @@ def _check(backend, heads, sq, skv, d, kind, granularity, is_causal=False, layou
     emulated = rel_l2(emu_out, ref)
     assert err < 1.15 * emulated + 0.005, f"{backend} {granularity} {kind}: {err:.4f} vs reference {emulated:.4f}"
     if lse is not None and kind in ("gaussian", "offset_k"):
+        # the worst row's LSE error is the FP8 rounding of its scores (a fixed bound failed at
+        # 0.0605 on one draw, H200): the kernel must not add to what the reference numerics give
         lse_err = (lse[:, :, sample].double() - ref_lse).abs().max().item()
-        if is_causal:  # the first rows see a handful of keys: one score's FP8 error, not averaged
-            emu_lse_err = (emu_lse.double() - ref_lse).abs().max().item()
-            assert lse_err < 1.15 * emu_lse_err + 0.01, (lse_err, emu_lse_err)
-        else:
-            assert lse_err < 0.06, lse_err
+        emu_lse_err = (emu_lse.double() - ref_lse).abs().max().item()
+        assert lse_err < 1.15 * emu_lse_err + 0.01, (lse_err, emu_lse_err)
     return err
 
 

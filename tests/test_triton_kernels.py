@@ -311,6 +311,22 @@ def test_query_quantized_in_the_attention_kernel_is_the_same(shape):
         assert rel_l2(a, b) < 1e-3 and torch.allclose(lse_a, lse_b, atol=1e-4)
 
 
+def test_both_query_paths_through_fp8_sdpa(monkeypatch):
+    """Per-token calls up to QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys quantize Q in the attention
+    kernel, longer ones in the quantization pass: the same numerics either way."""
+    from accel.kernels import configs
+
+    q, k, v = activation_like_qkv(1, 2, 200, 150, 64, "activation", layout="bshd", device=DEVICE, generator=_gen())
+    outs = []
+    for max_keys in (150, 149):  # in the kernel, then the pass
+        monkeypatch.setattr(configs, "QUANTIZE_Q_IN_KERNEL_MAX_KEYS", max_keys)
+        outs.append(accel.fp8_sdpa(q, k, v, layout="bshd", granularity="token", backend="triton", strict=True))
+    if interpreting():
+        assert torch.equal(*outs)
+    else:
+        assert rel_l2(*outs) < 1e-3
+
+
 def test_quantize_tiles_do_not_change_results():
     """Any tile configuration of the quantization passes gives the same bytes (up to rare
     one-step roundings where a smoothed channel mean is summed in other chunks)."""

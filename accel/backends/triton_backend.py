@@ -29,9 +29,10 @@ class TritonBackend(Backend):
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
-        from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL
+        from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS
 
-        if call.granularity == "token" and not call.smooth_q and QUANTIZE_Q_IN_KERNEL:
+        if (call.granularity == "token" and not call.smooth_q
+                and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS):
             # Q's per-token scales come from its own rows: the kernel quantizes each query tile
             # it loads, which spares a whole pass over Q (most of the work when Sq >> Skv).
             k8, v8t, kd, vd, v_mean = ops.quantize_kv(call.key, call.value, "token", call.smooth_k,

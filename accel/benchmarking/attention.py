@@ -50,9 +50,11 @@ def fa3_bf16(q, k, v):
     return flash_attn_interface.flash_attn_func(q, k, v)
 
 
-def fp8(backend, granularity):
+def fp8(backend, granularity, **numerics):
+    """``fp8_sdpa`` from bf16 inputs; ``numerics``: smooth_v / smooth_q / hadamard (issue 5's costs)."""
     def run(q, k, v):
-        return accel.fp8_sdpa(q, k, v, layout="bshd", backend=backend, granularity=granularity, strict=True)
+        return accel.fp8_sdpa(q, k, v, layout="bshd", backend=backend, granularity=granularity, strict=True,
+                              **numerics)
     return run
 
 
@@ -99,6 +101,9 @@ def methods():
         "accel-triton-head": (None, fp8("triton", "head")),
         "accel-triton-token": (None, fp8("triton", "token")),
         "accel-token-q-pass": fp8_token_with_q_pass(),
+        "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
+        "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
+        "accel-token-hadamard": (None, fp8("triton", "token", hadamard=True)),
         "kernel-only-head": fp8_kernel_only("head"),
         "kernel-only-token": fp8_kernel_only("token"),
     }

@@ -245,15 +245,26 @@ def _error(exc: Exception) -> dict:
     return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"}
 
 
-def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: bool = False) -> dict:
+def selected_variants(device: str, only: list[str] | None = None) -> dict:
+    """:func:`variants`, restricted to the names in ``only`` (None: all), in their usual order."""
+    every = variants(device)
+    unknown = [n for n in only or () if n not in every]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown} on this machine; choose from {', '.join(every)}")
+    return {n: how for n, how in every.items() if only is None or n in only}
+
+
+def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: bool = False,
+                 only: list[str] | None = None) -> dict:
     """variant -> forward row; with ``steps`` on a Wan config, also "loop": variant -> loop row.
     ``profile``: each row also gets "profile", one more forward's time per category
-    (:mod:`accel.benchmarking.profile`)."""
+    (:mod:`accel.benchmarking.profile`). ``only``: these variants alone (see :func:`selected_variants`)."""
+    chosen = selected_variants(device, only)
     model, inputs = build(name, device, torch.bfloat16)
     with torch.no_grad():
         reference = model(**inputs, return_dict=False)[0].float()
     rows = {}
-    for variant, how in variants(device).items():
+    for variant, how in chosen.items():
         try:
             with configured(model, how):
                 if device == "cuda":
@@ -269,17 +280,19 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
         except Exception as exc:  # a backend this machine lacks: say so, keep going
             rows[variant] = _error(exc)
     if steps and CONFIGS[name][0] == "wan":
-        rows["loop"] = bench_loop(model, inputs, steps, device)
+        rows["loop"] = bench_loop(model, inputs, steps, device, chosen)
     del model, inputs
     if device == "cuda":
         torch.cuda.empty_cache()
     return rows
 
 
-def bench_loop(model, inputs: dict, steps: int, device: str) -> dict:
-    """variant -> loop row (see :func:`loop_row`); ``native`` runs first and is the reference."""
+def bench_loop(model, inputs: dict, steps: int, device: str, chosen: dict | None = None) -> dict:
+    """variant -> loop row (see :func:`loop_row`) for ``chosen`` (default: every variant);
+    ``native`` runs first in any case: it is the reference."""
+    chosen = variants(device) if chosen is None else chosen
     start, native, rows = loop_inputs(inputs, device), None, {}
-    for variant, how in variants(device).items():
+    for variant, how in {"native": ("backend", "native"), **chosen}.items():
         try:
             rows[variant], trajectory = loop_row(model, how, start, steps, device, native)
             if variant == "native":
@@ -337,8 +350,11 @@ def main(argv=None) -> dict:
                    help="also run an N-step sampling loop (CFG, UniPC) per variant on Wan configs; 0: off")
     p.add_argument("--profile", action="store_true",
                    help="also profile one forward per variant: time in attention, quantization, GEMMs, the rest")
+    p.add_argument("--variants", default=None,
+                   help="comma-separated subset of the variants (default: all this machine can run)")
     p.add_argument("--json", help="write all results here")
     args = p.parse_args(argv)
+    only = args.variants.split(",") if args.variants else None
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -348,12 +364,13 @@ def main(argv=None) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and any(not n.startswith("tiny") for n in names):
         raise ValueError("real-size configs need a CUDA GPU; on the CPU use --configs tiny-wan,tiny-flux")
+    selected_variants(device, only)  # an unknown name fails before any model is built
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
            "date": datetime.date.today().isoformat(), "torch": torch.__version__, "accel": accel.__version__}
     print(json.dumps(env))
     results = {}
     for name in names:
-        results[name] = rows = bench_config(name, args.repeats, device, args.steps, args.profile)
+        results[name] = rows = bench_config(name, args.repeats, device, args.steps, args.profile, only)
         print_forward(name, rows)
         if "loop" in rows:
             print_loop(name, rows["loop"], args.steps)
