@@ -50,19 +50,19 @@ def test_variants_offer_the_baselines_only_with_fa3():
     assert not {"fa3-bf16", "torchao-style", "accel-speed-triton"} & set(pipeline.variants("cuda", fa3=False))
 
 
-def test_balanced_with_head_scales_variant_runs():
-    """The GPU-only variant that asks whether balanced needs per-token scales: balanced's plan
-    with one scale per head, installed through the same path as the presets."""
+def test_balanced_with_token_scales_variant_runs():
+    """The GPU-only variant that asks whether balanced would gain from per-token scales:
+    balanced's plan with them, installed through the same path as the presets."""
     from accel.plan import PRESETS
 
-    plan = pipeline.BALANCED_HEAD_SCALES
-    assert [r.fp8.granularity for r in plan.rules if r.fp8] == ["head"]
+    plan = pipeline.BALANCED_TOKEN_SCALES
+    assert [r.fp8.granularity for r in plan.rules if r.fp8] == ["token"]
     assert [dataclasses.replace(r, fp8=None) for r in plan.rules] == [
         dataclasses.replace(r, fp8=None) for r in PRESETS["balanced"].rules]
     assert ("preset", plan, "auto") in pipeline.variants("cuda", fa3=False).values()
     model, inputs = pipeline.build("tiny-wan", "cpu", torch.bfloat16)
     with pipeline.configured(model, ("preset", plan, "reference")):
         numerics = [p.active["self"] for p in model.attn_processors.values() if hasattr(p, "active")]
-        assert numerics and {n.granularity for n in numerics if n is not None} == {"head"}
+        assert numerics and {n.granularity for n in numerics if n is not None} == {"token"}
         with torch.no_grad():
             assert model(**inputs, return_dict=False)[0].isfinite().all()

@@ -67,7 +67,7 @@ def test_presets_are_what_the_readme_says():
     assert all(c == FP8Config("head", True) for c in speed)
     balanced = [PRESETS["balanced"].schedule("self", b, n).at(0.5) for b in range(n)]
     assert balanced[:2] == [None, None] and balanced[-2:] == [None, None]  # ceil(5% of 40) = 2
-    assert all(c == FP8Config("token", True, True) for c in balanced[2:-2])
+    assert all(c == FP8Config("head", True, True) for c in balanced[2:-2])
     quality = PRESETS["quality"].schedule("self", 10, n)
     assert quality.at(0.1) is None and quality.at(0.5) == FP8Config("token", True, True) and quality.at(0.95) is None
     assert all(PRESETS["balanced"].schedule(k, 10, n).at(0.5) is None for k in ("cross", "image"))

@@ -112,7 +112,7 @@ def test_presets_keep_edge_blocks_bf16():
         fp8 = sorted(int(n.split(".")[1]) for n, p in model.attn_processors.items()
                      if isinstance(p, accel.WanFP8AttnProcessor))
         assert fp8 == list(range(1, 19))  # 5% of 20 blocks = 1 at each end
-        assert all(model.attn_processors[f"blocks.{i}.attn1.processor"].active["self"].granularity == "token"
+        assert all(model.attn_processors[f"blocks.{i}.attn1.processor"].active["self"].granularity == "head"
                    for i in fp8)
     with accel.apply(model, preset="quality"):  # same blocks, plus bf16 steps
         assert sum(isinstance(p, accel.WanFP8AttnProcessor) for p in model.attn_processors.values()) == 18
@@ -126,7 +126,7 @@ def test_apply_twice_does_not_stack():
     original = dict(model.attn_processors)
     accel.apply(model, preset="speed")
     handle = accel.apply(model, preset="balanced")
-    assert model.attn_processors["blocks.1.attn1.processor"].active["self"].granularity == "token"
+    assert model.attn_processors["blocks.1.attn1.processor"].active["self"].smooth_v  # balanced's, not speed's
     handle.remove()
     assert all(model.attn_processors[n] is p for n, p in original.items())
 
