@@ -56,12 +56,15 @@ def fp8_sdpa(
             output. Exact (softmax rows sum to 1); pays off when V has channel offsets.
         smooth_q: subtract Q's per-(batch, head) channel mean before quantizing and add each
             key's lost term, mean(Q) . k_j, back to its scores in fp32. Exact; costs one more
-            read of K and an add per score. Our Triton kernel and the reference only.
+            read of K and an add per score (19-29% of the call on an H200). Our Triton kernel
+            and the reference only.
         hadamard: rotate Q, K and V by a Hadamard matrix over the head dim before quantizing
             (QK^T is unchanged; the output is rotated back), spreading channel outliers over all
             channels. Power-of-two head dims; the rotations run as bf16/fp16 matmuls around the
-            FP8 call. It can hurt: it also spreads a few outlier channels into every channel's
-            scale (benchmarks/NOTES.md).
+            FP8 call. It usually hurts in FP8: e4m3 keeps the same relative precision at every
+            magnitude and stores each row's largest value exactly, so outlier channels cost
+            little unrotated; rotated, every product carries the rounding. Measured on an H200:
+            2x the error on activation-like inputs, 8-60% slower (benchmarks/NOTES.md 18).
         backend: ``"triton"`` (ours), ``"fa3"`` (FlashAttention-3, head granularity),
             ``"torch"`` (torch's experimental FP8 SDPA op on FA3), ``"reference"`` (pure torch,
             any device, slow) or ``"auto"``: the fastest one that can serve the call.

@@ -39,7 +39,10 @@ case "$stage" in
   tail -n 1 "$out/gpu-tests-again.log"; tail -n 6 "$out/numerics.log"
   run pipeline-small 430 python benchmarks/pipeline.py --configs wan-1.3b-480p,flux-dev-1024,flux-dev-2048,wan-14b-720p-1block \
     --steps 4 --repeats 3 --profile --json "$out/pipeline-small.json"
-  tail -n 60 "$out/pipeline-small.log"
+  # Flux 1024x1024 runs stock bf16 under every preset: rounds in rotated orders take out order drift
+  run flux-1024-rounds 60 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
+    --variants native,_native_cudnn,accel-speed,accel-balanced --json "$out/flux-1024-rounds.json"
+  tail -n 60 "$out/pipeline-small.log"; tail -n 4 "$out/flux-1024-rounds.log"
   ;;
 3)
   # the variants the targets compare (issue 8); 720p: ~11 s a bf16 forward, 4 a variant (warm-up,

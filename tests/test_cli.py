@@ -81,6 +81,16 @@ def test_bench_pipeline_variants_subset(tmp_path, capsys):
     assert "accel-fast" in capsys.readouterr().err
 
 
+def test_bench_pipeline_rounds_time_every_variant_again(tmp_path):
+    out = tmp_path / "pipeline.json"
+    assert main(["bench", "pipeline", "--configs", "tiny-flux", "--repeats", "2", "--rounds", "3",
+                 "--variants", "accel-speed,native", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]["tiny-flux"]
+    for row in rows.values():
+        assert len(row["times"]) == 6 and sorted(row["times"])[3] == row["s"]
+    assert main(["bench", "pipeline", "--configs", "tiny-flux", "--rounds", "0"]) != 0
+
+
 def test_bench_pipeline_loop_passes_wan_timesteps():
     import torch
 

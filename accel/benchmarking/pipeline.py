@@ -173,15 +173,19 @@ def timed(fn, device: str):
     return time.perf_counter() - t, result
 
 
-def time_forward(model, inputs, repeats: int, device: str) -> float:
-    """Median seconds of one forward (after one warm-up)."""
+def forward_times(model, inputs, repeats: int, device: str) -> list[float]:
+    """Seconds of ``repeats`` forwards, after one untimed warm-up."""
     times = []
     with torch.no_grad():
         for i in range(repeats + 1):
             elapsed, _ = timed(lambda: model(**inputs, return_dict=False), device)
             if i:
                 times.append(elapsed)
-    return sorted(times)[len(times) // 2]
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
 
 
 def loop_inputs(inputs: dict, device: str) -> dict:
@@ -256,10 +260,14 @@ def selected_variants(device: str, only: list[str] | None = None) -> dict:
 
 
 def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: bool = False,
-                 only: list[str] | None = None) -> dict:
+                 only: list[str] | None = None, rounds: int = 1) -> dict:
     """variant -> forward row; with ``steps`` on a Wan config, also "loop": variant -> loop row.
     ``profile``: each row also gets "profile", one more forward's time per category
-    (:mod:`accel.benchmarking.profile`). ``only``: these variants alone (see :func:`selected_variants`)."""
+    (:mod:`accel.benchmarking.profile`). ``only``: these variants alone (see :func:`selected_variants`).
+    ``rounds`` > 1: the forwards are timed again in that many rounds over all variants, each round
+    in a rotated order, and "s" is the median of every round's times: a variant's place in the
+    order then no longer biases it (the same code path measured 0.171 s first and 0.181-0.192 s
+    later in a run on Flux 1024x1024, H200)."""
     chosen = selected_variants(device, only)
     model, inputs = build(name, device, torch.bfloat16)
     with torch.no_grad():
@@ -270,16 +278,24 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
             with configured(model, how):
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                seconds = time_forward(model, inputs, repeats, device)
+                times = forward_times(model, inputs, repeats, device)
                 with torch.no_grad():
                     out = model(**inputs, return_dict=False)[0]
                     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
                     split = time_breakdown(lambda: model(**inputs, return_dict=False), device) if profile else None
-            rows[variant] = {"s": seconds, "rel_l2_vs_native": rel_l2(out, reference), "peak_gib": peak}
+            rows[variant] = {"s": median(times), "times": times, "rel_l2_vs_native": rel_l2(out, reference),
+                             "peak_gib": peak}
             if split is not None:
                 rows[variant]["profile"] = split
         except Exception as exc:  # a backend this machine lacks: say so, keep going
             rows[variant] = _error(exc)
+    ran = [v for v in chosen if "error" not in rows[v]]
+    for r in range(1, rounds if ran else 1):
+        for variant in ran[r % len(ran):] + ran[:r % len(ran)]:
+            with configured(model, chosen[variant]):
+                rows[variant]["times"] += forward_times(model, inputs, repeats, device)
+    for variant in ran:
+        rows[variant]["s"] = median(rows[variant]["times"])
     if steps and CONFIGS[name][0] == "wan":
         rows["loop"] = bench_loop(model, inputs, steps, device, chosen)
     del model, inputs
@@ -346,7 +362,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="accel bench pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=",".join(REAL_CONFIGS), help=f"comma-separated from {', '.join(CONFIGS)}")
-    p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant (median)")
+    p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant and round (median)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every variant again in this many rounds, each in a rotated order (order effects)")
     p.add_argument("--steps", type=int, default=0,
                    help="also run an N-step sampling loop (CFG, UniPC) per variant on Wan configs; 0: off")
     p.add_argument("--profile", action="store_true",
@@ -362,6 +380,8 @@ def main(argv=None) -> dict:
         raise ValueError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
     if args.steps < 0:
         raise ValueError(f"--steps must be >= 0, got {args.steps}")
+    if args.rounds < 1 or args.repeats < 1:
+        raise ValueError(f"--rounds and --repeats must be >= 1, got {args.rounds} and {args.repeats}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and any(not n.startswith("tiny") for n in names):
         raise ValueError("real-size configs need a CUDA GPU; on the CPU use --configs tiny-wan,tiny-flux")
@@ -371,7 +391,7 @@ def main(argv=None) -> dict:
     print(json.dumps(env))
     results = {}
     for name in names:
-        results[name] = rows = bench_config(name, args.repeats, device, args.steps, args.profile, only)
+        results[name] = rows = bench_config(name, args.repeats, device, args.steps, args.profile, only, args.rounds)
         print_forward(name, rows)
         if "loop" in rows:
             print_loop(name, rows["loop"], args.steps)
