@@ -39,7 +39,7 @@ INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 #: Per-token calls with at most this many keys hand the attention kernel the bf16 query, which it
 #: quantizes tile by tile: no separate pass over Q, which is most of the work when Skv << Sq.
 #: Longer calls keep the pass: the in-kernel variant's main loop is slower (H200, whole call:
-#: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760; benchmarks/NOTES.md 15).
+#: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760; benchmarks/NOTES.md 17).
 QUANTIZE_Q_IN_KERNEL_MAX_KEYS = 2048
 
 #: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md):
