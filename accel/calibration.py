@@ -45,7 +45,7 @@ def calibrate(
     budget: float | None = 0.1,
     max_error: float | None = None,
     bins: int = 10,
-    fp8: FP8Config = FP8Config("token", True),
+    fp8: FP8Config = FP8Config("head", smooth_k=True, smooth_v=True),
     backend: str = "auto",
     fp8_fn: Callable | None = None,
     **call_kwargs,
@@ -53,7 +53,9 @@ def calibrate(
     """Run ``pipe(**call_kwargs)`` once (bf16) measuring every self-attention's FP8 error, and
     return a plan that runs FP8 (``fp8`` numerics) everywhere except the worst (block, step bin)
     cells: the worst ``budget`` fraction of them, or (with ``max_error``) every cell whose mean
-    relative L2 error exceeds it. ``fp8_fn(q, k, v, numerics)`` replaces the FP8 attention
+    relative L2 error exceeds it. ``fp8`` defaults to ``balanced``'s numerics (one scale per head,
+    smooth_k, smooth_v: as close to bf16 as per-token scales on the models measured, and served by
+    FA3's kernel when it is installed). ``fp8_fn(q, k, v, numerics)`` replaces the FP8 attention
     measured (tests inject errors with it).
 
     Example::

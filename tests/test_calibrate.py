@@ -41,7 +41,7 @@ def test_calibration_keeps_the_injected_block():
     assert report.n_blocks == 4 and len(report.errors) == 8  # 4 blocks x 2 step bins
     assert sorted(report.kept_bf16) == [(2, 0), (2, 1)]  # exactly the broken block, every step
     assert plan.schedule("self", 2, 4).at(0.5) is None
-    assert all(plan.schedule("self", b, 4).at(0.5) == FP8Config("token", True) for b in (0, 1, 3))
+    assert all(plan.schedule("self", b, 4).at(0.5) == FP8Config("head", True, True) for b in (0, 1, 3))
     assert type(pipe.transformer.attn_processors["blocks.0.attn1.processor"]).__name__ == "WanAttnProcessor"
     assert "bf16" in report.table()
 
