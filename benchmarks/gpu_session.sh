@@ -30,7 +30,9 @@ case "$stage" in
   run attention 170 python benchmarks/attention.py --quick --json "$out/attention.json"
   run norm-rope-token 60 python benchmarks/norm_rope.py --granularity token
   run norm-rope-head 60 python benchmarks/norm_rope.py --granularity head
+  run tune-attention 150 python benchmarks/tune_attention.py --quick --json "$out/tune-attention.json"
   grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
+  grep BEST "$out/tune-attention.log"
   ;;
 2)
   run gpu-tests-again 80 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k "small_shapes or both_query"

@@ -57,9 +57,9 @@ def attention_reference(
     k_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized (B, H, S, D) inputs, key block by key block like the kernel
-    (``block_n`` defaults to the kernel's). ``k_bias`` (B, H, Skv), unscaled: smooth-Q's
+    (``block_n`` defaults to the kernel's for this head dim and granularity). ``k_bias`` (B, H, Skv), unscaled: smooth-Q's
     per-key correction. Returns fp32 (out, lse)."""
-    block_n = block_n or default_config(q8.shape[-1]).block_n
+    block_n = block_n or default_config(q8.shape[-1], per_token=k_descale.dim() == 3).block_n
     qk_scale = sm_scale * math.log2(math.e)
     k = k8.float()
     v = v8.float()
