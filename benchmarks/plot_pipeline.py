@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from accel.benchmarking.pipeline import CONFIGS  # noqa: E402
+from accel.benchmarking.pipeline import CONFIGS, TEXT_TOKENS  # noqa: E402
 
 SERIES = {  # variant -> label
     "native": "diffusers native (bf16)",
@@ -28,14 +28,14 @@ SERIES = {  # variant -> label
 
 
 def tokens(name: str) -> int:
-    """Keys per self-attention: video latents patchified 1x2x2, Flux latents 2x2, plus 512 text
-    tokens in Flux's joint attention."""
+    """Keys per self-attention: video latents patchified 1x2x2; Flux's packed latents plus the
+    text tokens of its joint attention."""
     family, _, latent = CONFIGS[name]
     if family == "wan":
         f, h, w = latent
         return f * (h // 2) * (w // 2)
     h, w = latent
-    return h * w + 512
+    return h * w + TEXT_TOKENS
 
 
 def speedups(paths: list[str]) -> dict[str, dict[str, float]]:

@@ -65,6 +65,7 @@ CONFIGS = {
     "tiny-wan": ("wan", TINY_WAN, (3, 8, 8)),
     "tiny-flux": ("flux", TINY_FLUX, (6, 6)),
 }
+TEXT_TOKENS = 512  # prompt embedding length of the real configs (Wan's and FLUX-dev's T5)
 REAL_CONFIGS = [name for name in CONFIGS if not name.startswith("tiny") and "1block" not in name]
 #: WanPipeline's scheduler at 480p (Wan's model cards: flow_shift 3.0 for 480p, 5.0 for 720p)
 WAN_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
@@ -86,7 +87,7 @@ def build(name: str, device: str, dtype: torch.dtype):
         finally:
             torch.set_default_dtype(previous)
     model = model.to(device).eval()  # already in dtype: built under set_default_dtype
-    text = 512 if family == "wan" or not name.startswith("tiny") else 10
+    text = TEXT_TOKENS if family == "wan" or not name.startswith("tiny") else 10
     if family == "wan":
         inputs = dict(
             hidden_states=torch.randn(1, config["in_channels"], *latent, generator=g, device=device, dtype=dtype),
@@ -290,7 +291,7 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
         except Exception as exc:  # a backend this machine lacks: say so, keep going
             rows[variant] = _error(exc)
     ran = [v for v in chosen if "error" not in rows[v]]
-    for r in range(1, rounds if ran else 1):
+    for r in range(1, rounds) if ran else ():
         for variant in ran[r % len(ran):] + ran[:r % len(ran)]:
             with configured(model, chosen[variant]):
                 rows[variant]["times"] += forward_times(model, inputs, repeats, device)
@@ -304,10 +305,9 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
     return rows
 
 
-def bench_loop(model, inputs: dict, steps: int, device: str, chosen: dict | None = None) -> dict:
-    """variant -> loop row (see :func:`loop_row`) for ``chosen`` (default: every variant);
-    ``native`` runs first in any case: it is the reference."""
-    chosen = variants(device) if chosen is None else chosen
+def bench_loop(model, inputs: dict, steps: int, device: str, chosen: dict) -> dict:
+    """variant -> loop row (see :func:`loop_row`) for the ``chosen`` variants; ``native`` runs
+    first in any case: it is the reference."""
     start, native, rows = loop_inputs(inputs, device), None, {}
     for variant, how in {"native": ("backend", "native"), **chosen}.items():
         try:
