@@ -6,6 +6,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # numerics' costs; Wan-1.3B, Flux, one Wan-14B block
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
+#   python benchmarks/probe_warp_specialize.py                              # a new Triton: does warp specialization run?
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
 set -uo pipefail
@@ -30,9 +31,10 @@ case "$stage" in
   run attention 170 python benchmarks/attention.py --quick --json "$out/attention.json"
   run norm-rope-token 60 python benchmarks/norm_rope.py --granularity token
   run norm-rope-head 60 python benchmarks/norm_rope.py --granularity head
-  run tune-attention 150 python benchmarks/tune_attention.py --quick --json "$out/tune-attention.json"
+  run tune-attention 240 python benchmarks/tune_attention.py --quick --json "$out/tune-attention.json"
+  run call-cost 60 python benchmarks/call_cost.py  # cross-attention: host or GPU? (NOTES 27)
   grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"; tail -n 20 "$out/attention.log"; cat "$out"/norm-rope-*.log
-  grep BEST "$out/tune-attention.log"
+  grep -E "BEST|FA3 FP8" "$out/tune-attention.log"; cat "$out/call-cost.log"
   ;;
 2)
   run gpu-tests-again 80 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k "small_shapes or both_query"

@@ -183,7 +183,7 @@ def launch_attention(
         raise ValueError("the attention kernel quantizes Q itself only with per-token scales")
     if quantize_q:
         q_descale = k_descale  # unread: any real tensor (an empty one may have no address)
-    cfg = config or default_config(Dp, per_token=per_token)
+    cfg = config or default_config(Dp, per_token=per_token, query_in_kernel=quantize_q)
     grid = (cdiv(Sq, cfg.block_m), B * H)
     _fp8_attention_kernel[grid](
         q, k8, v8t, q_descale, k_descale, v_descale, out if v_mean is None else v_mean,

@@ -27,11 +27,17 @@ class QuantizeConfig(NamedTuple):
     cast_warps: int
 
 
-#: Best of benchmarks/tune_attention.py for D=64 and D=128 (H200, triton 3.6: benchmarks/NOTES.md).
+#: Best of benchmarks/tune_attention.py for per-head scales at D = 128 (H200, triton 3.6:
+#: benchmarks/NOTES.md 9, 26): two CTAs of one warpgroup per SM.
 GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
-#: Per-token scales at D = 128: 4 warps lose 40% when the key count is not a multiple of 16
-#: (32760: 368 against 625 TFLOP/s at 32768); 8 warps hold 586-620 on both.
-GPU_CONFIG_PER_TOKEN = AttentionConfig(128, 128, 8, 3)
+#: Per-token scales, and any head dim up to 64: 64-row tiles (one warpgroup, 64 rows) beat
+#: 128 rows on 8 warps by 13-14% per token at D = 128 and 128 rows on 4 warps by 13% per head
+#: at D = 64 (H200: NOTES 26). Same key blocks, so the same results bit for bit.
+GPU_CONFIG_64_ROWS = AttentionConfig(64, 128, 4, 3)
+#: Per-token calls that quantize Q inside the kernel (short key counts), D = 128: the tiles run 3
+#: measured this path with. 64-row tiles measured the same on the whole 12x32760 call against 512
+#: keys (NOTES 27) and keep 1 KB of stack in this variant's loop on triton 3.6.
+GPU_CONFIG_QUERY_IN_KERNEL = AttentionConfig(128, 128, 8, 3)
 #: Triton's CPU interpreter: small tiles, so short test sequences still span several key blocks.
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 
@@ -54,13 +60,14 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def default_config(head_dim: int, per_token: bool = False) -> AttentionConfig:
-    """Tile configuration for a padded head dim and scale granularity (the reference backend
-    reads the key-block size from here too, for the same granularity)."""
+def default_config(head_dim: int, per_token: bool = False, query_in_kernel: bool = False) -> AttentionConfig:
+    """Tile configuration for a padded head dim, scale granularity and query path (the reference
+    backend reads the key-block size from here too: 128 on every GPU path)."""
     if interpreting():
         return INTERPRETER_CONFIG
-    # 8 warps cost per-token calls 20-25% at D = 64 (H200: 354 against 446 TFLOP/s at 24x8192)
-    return GPU_CONFIG_PER_TOKEN if per_token and head_dim > 64 else GPU_CONFIG
+    if query_in_kernel:  # the tiles measured before 64-row tiles (8 warps lose 20% at D = 64)
+        return GPU_CONFIG_QUERY_IN_KERNEL if head_dim > 64 else GPU_CONFIG
+    return GPU_CONFIG_64_ROWS if per_token or head_dim <= 64 else GPU_CONFIG
 
 
 def default_quantize_config() -> QuantizeConfig:

@@ -138,3 +138,19 @@ def test_hadamard_rotation(kind, gen):
         assert (lse.double() - ref_lse).abs().max() < 0.02 + 0.03 * ref_lse.abs().max()
     with pytest.raises(ValueError, match="power-of-two head_dim"):
         accel.fp8_sdpa(q[..., :80], k[..., :80], v[..., :80], hadamard=True, backend="reference")
+
+
+@pytest.mark.parametrize("head_dim", [32, 64, 128, 256])
+def test_gpu_tiles_share_the_key_block_the_reference_reads(head_dim, monkeypatch):
+    """The reference's online softmax mirrors the kernel block by block with the key-block size
+    of ``default_config(head_dim, per_token)``; the kernel picks its GPU tiles also by query
+    path (Q quantized in the kernel or not), so each path must keep that key-block size."""
+    from accel.kernels import configs
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    for per_token in (False, True):
+        read = configs.default_config(head_dim, per_token=per_token).block_n
+        paths = [configs.default_config(head_dim, per_token=per_token, query_in_kernel=q) for q in (False, per_token)]
+        assert {cfg.block_n for cfg in paths} == {read}, paths
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert configs.default_config(head_dim) == configs.INTERPRETER_CONFIG

@@ -1,0 +1,57 @@
+"""Where one ``fp8_sdpa`` call's time goes: host time, wall time and each GPU kernel's time.
+
+    python benchmarks/call_cost.py                                  # 12x32760 against 512 keys
+    python benchmarks/call_cost.py --shape 24x8192x8192x128 --granularity head
+
+When the host's time per call exceeds the GPU's, back-to-back calls (as in
+``benchmarks/attention.py``) measure the host; in a model the host usually runs ahead. The
+kernel rows are CUDA times per call from torch.profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import accel
+from accel.testing import activation_like_qkv
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="12x32760x512x128", help="HEADSxSQxSKVxD")
+    p.add_argument("--granularity", default="both", choices=["head", "token", "both"])
+    p.add_argument("--backend", default="triton")
+    p.add_argument("--calls", type=int, default=200)
+    args = p.parse_args(argv)
+    heads, sq, skv, d = (int(x) for x in args.shape.split("x"))
+    q, k, v = activation_like_qkv(1, heads, sq, skv, d, layout="bshd", device="cuda")
+    for gran in ("head", "token") if args.granularity == "both" else (args.granularity,):
+        def call():
+            return accel.fp8_sdpa(q, k, v, layout="bshd", backend=args.backend, granularity=gran, strict=True)
+
+        for _ in range(20):
+            call()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(args.calls):
+            call()
+        host = (time.perf_counter() - t) / args.calls
+        torch.cuda.synchronize()
+        wall = (time.perf_counter() - t) / args.calls
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(20):
+                call()
+            torch.cuda.synchronize()
+        kernels = [(e.key, e.device_time_total / 20 / 1e3) for e in prof.key_averages()
+                   if e.device_type == torch.autograd.DeviceType.CUDA]
+        print(f"{args.shape} {gran}: host {host * 1e3:.3f} ms/call, wall {wall * 1e3:.3f} ms/call, "
+              f"GPU kernels {sum(ms for _, ms in kernels):.3f} ms/call")
+        for name, ms in sorted(kernels, key=lambda x: -x[1]):
+            print(f"    {ms:8.4f} ms  {name[:90]}")
+
+
+if __name__ == "__main__":
+    main()
