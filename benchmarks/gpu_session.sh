@@ -57,12 +57,14 @@ case "$stage" in
   tail -n 14 "$out/pipeline-14b-720p.log"; tail -n 14 "$out/pipeline-14b-480p.log"
   ;;
 4)
-  # the Gluon prototype first: unmeasured, it may hang (NOTES 28), hence its short limit
-  run gluon-attention 120 python benchmarks/gluon_attention.py --shape 24x8192x128
-  run norm-rope-token 60 python benchmarks/norm_rope.py --granularity token
-  run norm-rope-head 60 python benchmarks/norm_rope.py --granularity head
-  run probe-warp-specialize 330 python benchmarks/probe_warp_specialize.py
-  cat "$out/gluon-attention.log" "$out"/norm-rope-*.log "$out/probe-warp-specialize.log"
+  # the Gluon prototype first, one variant a step: unmeasured, a variant may hang (NOTES 28)
+  for v in shared-head split-head shared-token split-token; do
+    run "gluon-$v" 60 python benchmarks/gluon_attention.py --shape 24x8192x128 --variants "$v"
+  done
+  run norm-rope-token 40 python benchmarks/norm_rope.py --granularity token
+  run norm-rope-head 40 python benchmarks/norm_rope.py --granularity head
+  run probe-warp-specialize 200 python benchmarks/probe_warp_specialize.py
+  tail -n 4 "$out"/gluon-*.log; cat "$out"/norm-rope-*.log "$out/probe-warp-specialize.log"
   ;;
 *)
   echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
