@@ -30,14 +30,15 @@ class QuantizeConfig(NamedTuple):
 #: Best of benchmarks/tune_attention.py for per-head scales at D = 128 (H200, triton 3.6:
 #: benchmarks/NOTES.md 9, 26): two CTAs of one warpgroup per SM.
 GPU_CONFIG = AttentionConfig(128, 128, 4, 3)
-#: Per-token scales, and any head dim up to 64: 64-row tiles (one warpgroup, 64 rows) beat
-#: 128 rows on 8 warps by 13-14% per token at D = 128 and 128 rows on 4 warps by 13% per head
-#: at D = 64 (H200: NOTES 26). Same key blocks, so the same results bit for bit.
+#: Per-token scales up to D = 128, and any head dim up to 64: 64-row tiles (one warpgroup, 64
+#: rows) beat 128 rows on 8 warps by 13-14% per token at D = 128 and 128 rows on 4 warps by 13%
+#: per head at D = 64 (H200: NOTES 26). Same key blocks, so the same results bit for bit.
 GPU_CONFIG_64_ROWS = AttentionConfig(64, 128, 4, 3)
-#: Per-token calls that quantize Q inside the kernel (short key counts), D = 128: the tiles run 3
-#: measured this path with. 64-row tiles measured the same on the whole 12x32760 call against 512
-#: keys (NOTES 27) and keep 1 KB of stack in this variant's loop on triton 3.6.
-GPU_CONFIG_QUERY_IN_KERNEL = AttentionConfig(128, 128, 8, 3)
+#: Per-token calls that quantize Q inside the kernel (short key counts) at D = 128, and per-token
+#: head dims above 128 (not measured): the tiles run 3 measured per-token calls with. On the
+#: in-kernel-Q path 64-row tiles measured the same on the whole 12x32760 call against 512 keys
+#: (NOTES 27) and keep 1 KB of stack in that variant's loop on triton 3.6.
+GPU_CONFIG_8_WARPS = AttentionConfig(128, 128, 8, 3)
 #: Triton's CPU interpreter: small tiles, so short test sequences still span several key blocks.
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 
@@ -66,8 +67,10 @@ def default_config(head_dim: int, per_token: bool = False, query_in_kernel: bool
     if interpreting():
         return INTERPRETER_CONFIG
     if query_in_kernel:  # the tiles measured before 64-row tiles (8 warps lose 20% at D = 64)
-        return GPU_CONFIG_QUERY_IN_KERNEL if head_dim > 64 else GPU_CONFIG
-    return GPU_CONFIG_64_ROWS if per_token or head_dim <= 64 else GPU_CONFIG
+        return GPU_CONFIG_8_WARPS if head_dim > 64 else GPU_CONFIG
+    if head_dim <= 64 or (per_token and head_dim <= 128):
+        return GPU_CONFIG_64_ROWS
+    return GPU_CONFIG_8_WARPS if per_token else GPU_CONFIG
 
 
 def default_quantize_config() -> QuantizeConfig:
