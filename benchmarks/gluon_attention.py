@@ -480,17 +480,15 @@ def compile_for_hopper(head_dim: int = 128, num_stages: int = 2, consumers: str 
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, maxnreg=MAXNREG))
 
 
-def _nvidia_tool(name: str) -> str:
-    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-
-
 def ptxas_warnings(kernel) -> list[str]:
     """ptxas -v on the PTX again, keeping what it says about wgmma serialization / spills."""
+    from kernel_resources import nvidia_tool
+
     with tempfile.TemporaryDirectory() as d:
         ptx = os.path.join(d, "k.ptx")
         with open(ptx, "w") as f:
             f.write(kernel.asm["ptx"])
-        r = subprocess.run([_nvidia_tool("ptxas"), "-v", "-arch=sm_90a", ptx, "-o", os.path.join(d, "k.cubin")],
+        r = subprocess.run([nvidia_tool("ptxas"), "-v", "-arch=sm_90a", ptx, "-o", os.path.join(d, "k.cubin")],
                            capture_output=True, text=True)
     lines = (r.stdout + r.stderr).splitlines()
     return [ln.strip() for ln in lines if re.search(r"warn|serializ|spill|Used \d+ registers", ln, re.I)]
@@ -602,16 +600,8 @@ def arrive_guards(ptx: str) -> dict[str, int]:
     return out
 
 
-def _sass(kernel) -> str:
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        return subprocess.run([_nvidia_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True,
-                              check=True).stdout
-
-
 def compile_only(head_dim: int, num_stages: int, variants: list[str]) -> None:
-    from kernel_resources import resources  # benchmarks/: cuobjdump's registers and stack
+    from kernel_resources import cuobjdump, resources  # benchmarks/: cuobjdump's registers, stack, SASS
 
     print(f"triton {triton.__version__}, sm_90, D = {head_dim}, NUM_STAGES = {num_stages}, maxnreg {MAXNREG}")
     for name in variants:
@@ -628,7 +618,7 @@ def compile_only(head_dim: int, num_stages: int, variants: list[str]) -> None:
             print("ptxas:", w)
         guards = arrive_guards(ptx)
         print("consumer mbarrier.arrive sites by guard:", ", ".join(f"{g}: {n}" for g, n in guards.items()))
-        sass = _sass(k)
+        sass = cuobjdump(k, "-sass")
         for kind, text, ops, loops in (("PTX", ptx, _PTX_OPS, _ptx_loops), ("SASS", sass, _SASS_OPS, _sass_loops)):
             scheds = main_loop_schedules(text, ops, loops) or ["(no loop with both wgmma and ex2 found)"]
             for i, sched in enumerate(scheds):

@@ -58,14 +58,23 @@ def compile_for_hopper(block_m: int, block_n: int, num_warps: int, num_stages: i
                           options=dict(num_warps=num_warps, num_stages=num_stages))
 
 
-def resources(kernel) -> tuple[int, int]:
-    """(registers, stack bytes) per thread, read from the cubin by cuobjdump (bundled with Triton)."""
-    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+def nvidia_tool(name: str) -> str:
+    """Path of a CUDA binary tool bundled with Triton (cuobjdump, ptxas)."""
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def cuobjdump(kernel, flag: str) -> str:
+    """cuobjdump's output for a compiled kernel's cubin (``--dump-resource-usage``, ``-sass``)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(kernel.asm["cubin"])
         f.flush()
-        usage = subprocess.run([cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True,
-                               check=True).stdout
+        return subprocess.run([nvidia_tool("cuobjdump"), flag, f.name], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def resources(kernel) -> tuple[int, int]:
+    """(registers, stack bytes) per thread, read from the cubin by cuobjdump (bundled with Triton)."""
+    usage = cuobjdump(kernel, "--dump-resource-usage")
     m = re.search(r"REG:(\d+) STACK:(\d+)", usage)
     if m is None:
         raise RuntimeError(f"no resource line in cuobjdump's output:\n{usage}")

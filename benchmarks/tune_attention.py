@@ -21,6 +21,7 @@ import torch
 from triton.testing import do_bench
 
 from accel.backends.env import fa3_reason
+from accel.benchmarking.attention import fa3_fp8_kernel_only
 from accel.kernels import ops
 from accel.kernels.attention import AttentionConfig, launch_attention
 from accel.kernels.configs import default_config
@@ -40,15 +41,13 @@ CONFIGS = [
 ]
 
 
-def fa3_fp8_ms(q8, k8, v8, qd, kd, vd) -> float | None:
-    """FA3's FP8 kernel on our per-head e4m3 (B, H, S, D) tensors, or None without FA3."""
+def fa3_fp8_ms(q, k, v) -> float | None:
+    """FA3's FP8 kernel (kernel only) on (B, H, S, D) inputs quantized per head, or None without FA3."""
     if fa3_reason() is not None:
         return None
-    import flash_attn_interface
-
-    args = (q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2))
-    return do_bench(lambda: flash_attn_interface.flash_attn_func(*args, q_descale=qd, k_descale=kd, v_descale=vd),
-                    warmup=50, rep=200, return_mode="median")
+    prepare, run = fa3_fp8_kernel_only()  # the attention benchmark's: it takes (B, S, H, D)
+    args = prepare(*(t.transpose(1, 2) for t in (q, k, v)))
+    return do_bench(lambda: run(*args), warmup=50, rep=200, return_mode="median")
 
 
 def main(argv=None):
@@ -62,9 +61,7 @@ def main(argv=None):
     for heads, s, d in QUICK_SHAPES if args.quick else SHAPES:
         q, k, v = activation_like_qkv(1, heads, s, s, d, device="cuda", generator=g)
         flops = 4 * heads * s * s * d
-        q8, k8, v8, qd, kd, vd, _, _ = ops.quantize_qkv(q, k, v, "head", False, False, False)
-        fa3_ms = fa3_fp8_ms(q8, k8, v8, qd, kd, vd)
-        del q8, k8, v8
+        fa3_ms = fa3_fp8_ms(q, k, v)
         if fa3_ms:
             print(f"{heads}x{s} D={d} FA3 FP8 (per head) {flops / fa3_ms * 1e-9:7.1f} TFLOP/s", flush=True)
         for gran in ("head", "token"):

@@ -28,6 +28,7 @@ import datetime
 import json
 import platform
 import time
+from statistics import median_high
 
 import torch
 
@@ -185,10 +186,6 @@ def forward_times(model, inputs, repeats: int, device: str) -> list[float]:
     return times
 
 
-def median(xs: list[float]) -> float:
-    return sorted(xs)[len(xs) // 2]
-
-
 def loop_inputs(inputs: dict, device: str) -> dict:
     """Seeded start of the sampling loop, the same for every variant: an fp32 latent (as
     WanPipeline keeps it) and conditional / unconditional text embeddings like ``inputs``'."""
@@ -284,7 +281,7 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
                     out = model(**inputs, return_dict=False)[0]
                     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
                     split = time_breakdown(lambda: model(**inputs, return_dict=False), device) if profile else None
-            rows[variant] = {"s": median(times), "times": times, "rel_l2_vs_native": rel_l2(out, reference),
+            rows[variant] = {"s": median_high(times), "times": times, "rel_l2_vs_native": rel_l2(out, reference),
                              "peak_gib": peak}
             if split is not None:
                 rows[variant]["profile"] = split
@@ -296,7 +293,7 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
             with configured(model, chosen[variant]):
                 rows[variant]["times"] += forward_times(model, inputs, repeats, device)
     for variant in ran:
-        rows[variant]["s"] = median(rows[variant]["times"])
+        rows[variant]["s"] = median_high(rows[variant]["times"])
     if steps and CONFIGS[name][0] == "wan":
         rows["loop"] = bench_loop(model, inputs, steps, device, chosen)
     del model, inputs
