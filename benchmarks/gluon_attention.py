@@ -44,7 +44,7 @@ Run it:
     # here, no GPU: compile for sm_90, print registers/stack and the main loop's schedule
     PYTHONPATH=/tmp/tri36/site .ci-venv/bin/python benchmarks/gluon_attention.py --compile-only
     # on the H200 (triton 3.6): correctness vs fp32 torch attention, TFLOP/s, our Triton kernel too
-    python benchmarks/gluon_attention.py --shape 24x8192x128                 # all four variants
+    python benchmarks/gluon_attention.py --shapes 2x512x128,24x8192x128 --stages 2,3  # all four variants
     python benchmarks/gluon_attention.py --variants shared-head,split-head   # or some of them
 
 What to look for:
@@ -644,91 +644,119 @@ def _quantize(x, per_token: bool):
     return x8, scale.reshape(x.shape[:2] if per_token else x.shape[:1]).float().contiguous()
 
 
-def _reference(q8, k8, v8, qd, kd, vd, sm_scale):
-    """fp32 attention on the dequantized e4m3 inputs, one head at a time (S x S fp32 per head).
-    Descales: (BH,) per head or (BH, S) per token."""
+def _reference(q8, k8, v8, qd, kd, vd, sm_scale, rows):
+    """fp32 attention on the dequantized e4m3 inputs for the query ``rows`` of every head:
+    (BH, len(rows), D). Descales: (BH,) per head or (BH, S) per token."""
     import torch
 
-    def deq(x8, d, h):
-        return x8[h].float() * (d[h][:, None] if d.dim() == 2 else d[h])
+    def deq(x8, d, h, idx=slice(None)):
+        return x8[h, idx].float() * (d[h, idx][:, None] if d.dim() == 2 else d[h])
 
-    out = torch.empty(q8.shape, device=q8.device, dtype=torch.float32)
+    out = torch.empty(q8.shape[0], rows.numel(), q8.shape[2], device=q8.device, dtype=torch.float32)
     for h in range(q8.shape[0]):
-        q, k, v = deq(q8, qd, h), deq(k8, kd, h), deq(v8, vd, h)
+        q, k, v = deq(q8, qd, h, rows), deq(k8, kd, h), deq(v8, vd, h)
         out[h] = torch.softmax((q @ k.T) * sm_scale, dim=-1) @ v
     return out
 
 
-def gpu_run(heads: int, seq: int, head_dim: int, num_stages: int, variants: list[str]) -> None:
+def _fa3_fp8(q8, k8, v8, qd, kd, vd):
+    """FlashAttention-3's FP8 kernel on the same per-head e4m3 inputs ((BH, S, D) -> B = 1 views), or None."""
+    try:
+        import flash_attn_interface
+    except ImportError:
+        return None
+    heads = q8.shape[0]
+    q4, k4, v4 = (t[None].transpose(1, 2) for t in (q8, k8, v8))  # (1, S, H, D) strided views
+    d4 = [t.view(1, heads) for t in (qd, kd, vd)]
+    return lambda: flash_attn_interface.flash_attn_func(q4, k4, v4, q_descale=d4[0], k_descale=d4[1],
+                                                        v_descale=d4[2])  # (1, S, H, D) bf16
+
+
+def gpu_run(shapes: list[tuple[int, int, int]], stages: list[int], variants: list[str], records: list) -> None:
+    """Per shape: quantize activation-like inputs (per head and per token), then for each variant and
+    ring depth check the output (NaN-poisoned buffer, sampled rows against fp32 attention on the
+    dequantized inputs) and time it; FA3 FP8 and our Triton kernel on the same e4m3 inputs."""
     import torch
     from triton.testing import do_bench
 
+    from accel.kernels.attention import launch_attention
+    from accel.testing import activation_like_qkv
+
     _require_gluon()
     dev = "cuda"
-    sm_scale = head_dim ** -0.5
-    flops = 4.0 * heads * seq * seq * head_dim
-    # Activation-like inputs, fresh each run; a few outlier channels as in DiT activations.
-    q = torch.randn(heads, seq, head_dim, device=dev) * 2.0
-    k = torch.randn(heads, seq, head_dim, device=dev) * 2.0
-    v = torch.randn(heads, seq, head_dim, device=dev)
-    q[..., :4] *= 4.0
-    k[..., :4] *= 4.0
-    v8, vd = _quantize(v, per_token=False)  # V: one scale per head in every variant
-    v8t = v8.transpose(1, 2).contiguous()  # (BH, D, S)
-    vt2 = v8t.view(-1, seq)
-    print(f"shape H={heads} S={seq} D={head_dim}, NUM_STAGES={num_stages}")
-    inputs = {}  # per_token -> quantized Q, K and the fp32 reference, built once per granularity
-    compared = set()  # granularities already run through our Triton kernel
-    for name in variants:
-        consumers, per_token = VARIANTS[name]
-        if per_token not in inputs:
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+
+    def bench(fn):
+        return do_bench(fn, warmup=50, rep=200, return_mode="median")
+
+    def rel(o, ref, rows):  # o: (BH, S, D) or any view of the same elements in that order
+        o = o.reshape(ref.shape[0], -1, ref.shape[2])[:, rows].float()
+        return ((o - ref).norm() / ref.norm()).item()
+
+    for heads, seq, head_dim in shapes:
+        sm_scale = head_dim ** -0.5
+        flops = 4.0 * heads * seq * seq * head_dim
+        q, k, v = (t[0].float() for t in activation_like_qkv(1, heads, seq, seq, head_dim, device=dev))
+        rows = torch.randperm(seq, device=dev)[:256].sort().values
+        v8, vd = _quantize(v, per_token=False)  # V: one scale per head in every variant
+        v8t = v8.transpose(1, 2).contiguous()  # (BH, D, S)
+        vt2 = v8t.view(-1, seq)
+        tag = f"{heads}x{seq}x{head_dim}"
+        for per_token in sorted({VARIANTS[n][1] for n in variants}):
+            gran = "token" if per_token else "head"
             (q8, qd), (k8, kd) = _quantize(q, per_token), _quantize(k, per_token)
-            ref = _reference(q8, k8, v8, qd, kd, vd, sm_scale).view(-1, head_dim)
-            inputs[per_token] = (q8, qd, k8, kd, ref)
-        q8, qd, k8, kd, ref = inputs[per_token]
-        q2, k2 = q8.view(-1, head_dim), k8.view(-1, head_dim)
-        qd1, kd1 = qd.view(-1), kd.view(-1)
-
-        def run():
-            return gluon_fp8_attention(q2, k2, vt2, qd1, kd1, vd, sm_scale, out=out, num_stages=num_stages,
-                                       consumers=consumers, per_token=per_token)
-
-        out = torch.full((heads * seq, head_dim), float("nan"), device=dev, dtype=torch.bfloat16)
-        run()
-        torch.cuda.synchronize()
-        o = out.float()
-        nan_rows = torch.isnan(o).any(dim=1).sum().item()
-        rel = ((o - ref).norm() / ref.norm()).item()
-        ms = do_bench(run)
-        print(f"gluon {name}: rel. L2 {rel:.4f} (expect ~0.03-0.07), rows with NaN {nan_rows}, "
-              f"{ms:.3f} ms  {flops / ms * 1e-9:.1f} TFLOP/s")
-        if per_token in compared:
-            continue
-        compared.add(per_token)
-        try:  # our Triton kernel on the same e4m3 inputs, (B, H, ...) views with B = 1
-            from accel.kernels.attention import launch_attention
-
+            ref = _reference(q8, k8, v8, qd, kd, vd, sm_scale, rows)
+            q2, k2, qd1, kd1 = q8.view(-1, head_dim), k8.view(-1, head_dim), qd.view(-1), kd.view(-1)
+            base = {}
+            fa3 = None if per_token else _fa3_fp8(q8, k8, v8, qd, kd, vd)
+            if fa3 is not None:
+                base["fa3-fp8"] = (rel(fa3()[0].transpose(0, 1), ref, rows), bench(fa3))
             o4 = torch.empty(1, heads, seq, head_dim, device=dev, dtype=torch.bfloat16)
-            args = (q8[None], k8[None], v8t[None], qd[None], kd[None], vd[None], o4, head_dim, sm_scale)
-            launch_attention(*args)
-            torch.cuda.synchronize()
-            rel_t = ((o4.view(-1, head_dim).float() - ref).norm() / ref.norm()).item()
-            ms_t = do_bench(lambda: launch_attention(*args))
-            print(f"  triton (accel), {'per-token' if per_token else 'per-head'}: rel. L2 {rel_t:.4f}  "
-                  f"{ms_t:.3f} ms  {flops / ms_t * 1e-9:.1f} TFLOP/s  -> gluon {name}/triton speed {ms_t / ms:.2f}x")
-        except Exception as exc:  # noqa: BLE001 - optional comparison
-            print(f"  triton (accel) comparison skipped: {exc!r}")
+            targs = (q8[None], k8[None], v8t[None], qd[None], kd[None], vd[None], o4, head_dim, sm_scale)
+            launch_attention(*targs)
+            base["triton"] = (rel(o4, ref, rows), bench(lambda: launch_attention(*targs)))
+            for name, (err, ms) in base.items():
+                print(f"{tag} {gran:<5} {name:<18} rel. L2 {err:.4f}  {ms:.3f} ms  {flops / ms * 1e-9:6.1f} TFLOP/s",
+                      flush=True)
+                records.append(dict(shape=[heads, seq, head_dim], granularity=gran, kernel=name, rel_l2=err, ms=ms,
+                                    tflops=flops / ms * 1e-9))
+            for name in variants:
+                consumers, pt = VARIANTS[name]
+                if pt != per_token:
+                    continue
+                for ns in stages:
+                    out = torch.full((heads * seq, head_dim), float("nan"), device=dev, dtype=torch.bfloat16)
+
+                    def run():
+                        return gluon_fp8_attention(q2, k2, vt2, qd1, kd1, vd, sm_scale, out=out, num_stages=ns,
+                                                   consumers=consumers, per_token=per_token)
+
+                    run()
+                    torch.cuda.synchronize()
+                    nan_rows = torch.isnan(out.float()).any(dim=1).sum().item()
+                    err = rel(out, ref, rows)
+                    ms = bench(run)
+                    ratios = "  ".join(f"{b[1] / ms:.2f}x {n}" for n, b in base.items())
+                    print(f"{tag} {gran:<5} gluon {name} s{ns:<4} rel. L2 {err:.4f}  {ms:.3f} ms  "
+                          f"{flops / ms * 1e-9:6.1f} TFLOP/s  NaN rows {nan_rows}  {ratios}", flush=True)
+                    records.append(dict(shape=[heads, seq, head_dim], granularity=gran, kernel=f"gluon-{name}",
+                                        stages=ns, rel_l2=err, nan_rows=nan_rows, ms=ms, tflops=flops / ms * 1e-9,
+                                        **{f"vs_{n}": b[1] / ms for n, b in base.items()}))
+            del q8, k8, q2, k2
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--compile-only", action="store_true", help="compile for sm_90 here (no GPU) and report")
-    p.add_argument("--shape", default="24x8192x128", help="HxSxD (B*H heads), S a multiple of 128")
-    p.add_argument("--stages", type=int, default=2, choices=[2, 3], help="K/V ring depth")
+    p.add_argument("--shapes", default="24x8192x128",
+                   help="comma-separated HxSxD (B*H heads), S a multiple of 128; the first may be a small check")
+    p.add_argument("--stages", default="2", help="K/V ring depths, comma-separated (2, 3)")
     p.add_argument("--variants", default="all",
                    help=f"comma-separated, or 'all': {', '.join(VARIANTS)} (consumers-scales)")
+    p.add_argument("--json", help="GPU mode: write every measurement here")
     args = p.parse_args(argv)
-    heads, seq, head_dim = (int(x) for x in args.shape.lower().split("x"))
+    shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
+    stages = [int(s) for s in args.stages.split(",")]
     variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
@@ -738,11 +766,23 @@ def main(argv=None) -> None:
     except RuntimeError as exc:
         sys.exit(str(exc))
     if args.compile_only:
-        compile_only(head_dim, args.stages, variants)
-    else:
-        if seq % 128:
-            sys.exit("S must be a multiple of 128")
-        gpu_run(heads, seq, head_dim, args.stages, variants)
+        for ns in stages:
+            compile_only(shapes[0][2], ns, variants)
+        return
+    if any(s % 128 for _, s, _ in shapes):
+        sys.exit("S must be a multiple of 128")
+    records: list = []
+    try:
+        gpu_run(shapes, stages, variants, records)
+    finally:
+        if args.json:
+            import json
+
+            import torch
+
+            with open(args.json, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "triton": triton.__version__,
+                           "records": records}, f, indent=1)
 
 
 if __name__ == "__main__":

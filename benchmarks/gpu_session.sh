@@ -5,7 +5,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 1    # tests, kernels
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # numerics' costs; Wan-1.3B, Flux, one Wan-14B block
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon prototype, fused norm+RoPE, warp-spec probe
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon prototype against FA3 FP8 and our Triton kernel
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -16,17 +16,22 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 stage="${1:?usage: gpu_session.sh 1|2|3|4}"
 
-run() {  # name, seconds, command...: log to $out/name.log, stop it at its limit, keep going, say how it ended
+summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
+: > "$summary"
+
+run() {  # name, seconds, command...: append to $out/name.log, stop it at its limit, say how it ended
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" "$@" > "$out/$name.log" 2>&1
-  echo "[$name] exit $? after $((SECONDS - t0)) s" | tee -a "$out/summary.txt"
+  timeout "$limit" "$@" >> "$out/$name.log" 2>&1
+  local rc=$?
+  echo "[$name] exit $rc after $((SECONDS - t0)) s" | tee -a "$summary"
+  return $rc
 }
 
 case "$stage" in
 1)
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/summary.txt"
-  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/summary.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$summary"
+  python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$summary"
   run gpu-tests 300 python -m pytest -q --durations=10 tests/test_gpu.py tests/test_triton_kernels.py tests/test_processors.py tests/test_compile.py
   run attention 170 python benchmarks/attention.py --quick --json "$out/attention.json"
   run tune-attention 240 python benchmarks/tune_attention.py --quick --json "$out/tune-attention.json"
@@ -57,16 +62,20 @@ case "$stage" in
   tail -n 14 "$out/pipeline-14b-720p.log"; tail -n 14 "$out/pipeline-14b-480p.log"
   ;;
 4)
-  # the Gluon prototype first, one variant a step: unmeasured, a variant may hang (NOTES 28)
-  for v in shared-head split-head shared-token split-token; do
-    run "gluon-$v" 60 python benchmarks/gluon_attention.py --shape 24x8192x128 --variants "$v"
+  # The Gluon prototype, one variant a step (NOTES 28): first a small shape under a short limit (a
+  # variant may hang on its mbarriers), then, if that ran, the timed shapes against FA3 FP8 and our
+  # Triton kernel on the same e4m3 inputs. Logs and JSON: $out/gluon-<variant>.{log,json}.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  shapes=${GLUON_SHAPES:-24x8192x128,24x4608x128,24x16384x128,12x32768x128}
+  for v in ${GLUON_VARIANTS:-shared-head split-head shared-token split-token}; do
+    run "gluon-$v" 45 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$v" --stages 2,3 \
+      && run "gluon-$v" 150 python benchmarks/gluon_attention.py --shapes "$shapes" --variants "$v" --stages 2,3 \
+        --json "$out/gluon-$v.json"
+    grep -E "rel. L2" "$out/gluon-$v.log" | tee -a "$summary"
+    grep -E "Error|error|Traceback" "$out/gluon-$v.log" | tail -n 3
   done
-  run norm-rope-token 40 python benchmarks/norm_rope.py --granularity token
-  run norm-rope-head 40 python benchmarks/norm_rope.py --granularity head
-  run probe-warp-specialize 200 python benchmarks/probe_warp_specialize.py
-  tail -n 4 "$out"/gluon-*.log; cat "$out"/norm-rope-*.log "$out/probe-warp-specialize.log"
   ;;
 *)
   echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
 esac
-cat "$out/summary.txt"
+cat "$summary"
