@@ -108,6 +108,33 @@ CONSUMER_REGS = 240  # "split": the worker consumer asks for it; the default par
 SUPPORTED_TRITON = "3.6."
 VARIANTS = {"shared-head": ("shared", False), "split-head": ("split", False),
             "shared-token": ("shared", True), "split-token": ("split", True)}
+# Options a variant name may add, e.g. "split-head+pingpong+exp2p" (``parse_variant``).
+OPTIONS = {"pingpong": "warpgroups take turns to issue MMAs ('split' only)",
+           "exp2p": "P's 256 folded into the exp2 (no FMUL per score)",
+           "permv": "V^T's keys stored in the P operand's register order (no shuffles for P)"}
+
+
+def parse_variant(name: str) -> dict:
+    """'<consumers>-<head|token>[+option...]' -> gluon_fp8_attention's keyword arguments."""
+    base, *opts = name.split("+")
+    if base not in VARIANTS or any(o not in OPTIONS for o in opts):
+        raise ValueError(f"unknown variant {name!r}: one of {list(VARIANTS)}, then any of "
+                         f"{['+' + o for o in OPTIONS]}")
+    consumers, per_token = VARIANTS[base]
+    if "pingpong" in opts and consumers != "split":
+        raise ValueError(f"{name!r}: +pingpong needs the 'split' consumers")
+    return dict(consumers=consumers, per_token=per_token, pingpong="pingpong" in opts, p_in_exp2="exp2p" in opts,
+                key_permuted_v="permv" in opts)
+
+
+def key_permutation(seq: int):
+    """Index tensor pi (S,): V^T stored as v8t[..., pi] for ``key_permuted_v`` (see _to_p8)."""
+    import torch
+
+    k = torch.arange(32)
+    chunk = 16 * (k >> 4) + 8 * ((k & 3) >> 1) + 2 * ((k >> 2) & 3) + (k & 1)
+    assert seq % 32 == 0
+    return (torch.arange(0, seq, 32)[:, None] + chunk[None, :]).reshape(-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,24 +175,58 @@ def _producer(q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, 
 # warpgroups x 64 rows. "split": this function twice, 4 warps each (default + a worker), WG = 0 / 1.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALE: gl.constexpr):
+def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALE: gl.constexpr, P_IN_EXP2: gl.constexpr):
     """One block of the online softmax, log2 units; the scale rides on the exp2's FFMA.
-    ROW_SCALE: qk_scale is a per-row vector (per-token Q scales), else one scalar per head."""
+    ROW_SCALE: qk_scale is a per-row vector (per-token Q scales), else one scalar per head.
+    P_IN_EXP2: p comes out times 256 (P_SCALE) as exp2(x + 8), saving one FMUL per score (FA3's
+    max_offset); l then sums 256 p, and the epilogue divides by it alone."""
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
+    bias = m_new - 8.0 if P_IN_EXP2 else m_new
     if ROW_SCALE:
-        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new, 1))
+        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(bias, 1))
     else:
-        p = gl.exp2(s * qk_scale - gl.expand_dims(m_new, 1))
+        p = gl.exp2(s * qk_scale - gl.expand_dims(bias, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
     l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
     return p, alpha, l_i, m_new
 
 
 @gluon.jit
-def _to_p8(p, p_layout: gl.constexpr):
-    # P <= 1, times 256 (P_SCALE): no saturation needed. As a register A operand of the P V wgmma,
-    # P never goes through shared memory.
-    return gl.convert_layout((p * 256.0).to(gl.float8e4nv), p_layout)
+def _to_p8(p, p_layout: gl.constexpr, P_IN_EXP2: gl.constexpr, KEY_PERMUTED_V: gl.constexpr):
+    # P <= 1, times 256 (P_SCALE; already in p with P_IN_EXP2): no saturation needed. As a register
+    # A operand of the P V wgmma, P never goes through shared memory.
+    if not P_IN_EXP2:
+        p = p * 256.0
+    p8 = p.to(gl.float8e4nv)
+    if KEY_PERMUTED_V:
+        # Trick 6 (FA3's): the scores' accumulator layout gives thread t of a quad the keys
+        # {8i + 2t + e} of each 32-key chunk; the fp8 A operand wants k = {4t + e4 + 16c}. Reading
+        # column k of P as key pi(k) = 16c + 8(e4 // 2) + 2t + e4 % 2 keeps every value in its own
+        # thread (no shuffles: assert_trivial checks it); V^T's keys are stored in the same order
+        # (key_permutation), so P V is unchanged. In bits, k = (c, t1, t0, h, l) reads key
+        # (c, h, t1, t0, l): a reshape and a transpose.
+        M: gl.constexpr = p8.shape[0]
+        N: gl.constexpr = p8.shape[1]
+        p8 = gl.reshape(gl.permute(gl.reshape(p8, [M, N // 32, 2, 2, 2, 2, 2]), [0, 1, 2, 4, 5, 3, 6]), [M, N])
+        return gl.convert_layout(p8, p_layout, assert_trivial=True)
+    return gl.convert_layout(p8, p_layout)
+
+
+@gluon.jit
+def _turn_wait(sched, WG: gl.constexpr, i, PINGPONG: gl.constexpr):
+    # Trick 5 (ping-pong, "split" only): the two consumer warpgroups take turns to issue their MMAs
+    # (FA3's warp-scheduler barrier), so one's softmax runs while the other's MMAs hold the tensor
+    # cores, instead of both softmaxes colliding on the exp unit. Issue i of warpgroup 0 waits for
+    # warpgroup 1's issue i-1 (its first passes: a fresh barrier's "previous phase" is complete);
+    # issue i of warpgroup 1 waits for warpgroup 0's issue i.
+    if PINGPONG:
+        mbarrier.wait(sched.index(WG), (i & 1) ^ (1 - WG))
+
+
+@gluon.jit
+def _turn_pass(sched, WG: gl.constexpr, PINGPONG: gl.constexpr):
+    if PINGPONG:
+        mbarrier.arrive(sched.index(1 - WG), count=1)
 
 
 @gluon.jit
@@ -176,9 +237,10 @@ def _key_scales(k_descale_ptr, key0, cols):
 
 
 @gluon.jit
-def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
+def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, sched, s_init,
              qk_scale, k_descale_ptr, kv_row, cols, PER_TOKEN: gl.constexpr, p_layout: gl.constexpr,
-             row_o: gl.constexpr):
+             row_o: gl.constexpr, WG: gl.constexpr, PINGPONG: gl.constexpr, P_IN_EXP2: gl.constexpr,
+             KEY_PERMUTED_V: gl.constexpr):
     """Steady-state iteration j: finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}),
     then run S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
     TILE_N: gl.constexpr = k_bufs.type.shape[1]
@@ -191,13 +253,15 @@ def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_emp
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
     mbarrier.arrive(v_empty.index((j - 2 + NUM_STAGES) % NUM_STAGES), count=1, pred=j >= 2)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-    p8 = _to_p8(p, p_layout)
+    p8 = _to_p8(p, p_layout, P_IN_EXP2, KEY_PERMUTED_V)
     # Trick 1 (early Q K^T): issue block j's scores before block j-1's P V, so both MMA groups
     # queue back to back on the tensor cores.
     mbarrier.wait(k_ready.index(stage), (j // NUM_STAGES) & 1)
+    _turn_wait(sched, WG, j, PINGPONG)
     s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
     mbarrier.wait(v_ready.index(prev), ((j - 1) // NUM_STAGES) & 1)
     acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
+    _turn_pass(sched, WG, PINGPONG)
     # Trick 2 (wait_group 1): wgmma groups retire in order, so <= 1 outstanding means S_j is done
     # while P V (the newer group) keeps running under the softmax below.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
@@ -205,14 +269,15 @@ def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_emp
     mbarrier.arrive(k_empty.index(stage), count=1)
     if PER_TOKEN:
         s = s * gl.expand_dims(k_scale, 0)
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)  # exp2s overlap P_{j-1} V_{j-1}
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, P_IN_EXP2)  # overlaps P_{j-1} V_{j-1}
     return acc, p, alpha, l_i, m_i
 
 
 @gluon.jit
-def _consumer(q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, v_ready, v_empty,
+def _consumer(q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, v_ready, v_empty, sched,
               q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
-              WG: gl.constexpr, SPLIT: gl.constexpr, PER_TOKEN: gl.constexpr, num_warps: gl.constexpr):
+              WG: gl.constexpr, SPLIT: gl.constexpr, PER_TOKEN: gl.constexpr, PINGPONG: gl.constexpr,
+              P_IN_EXP2: gl.constexpr, KEY_PERMUTED_V: gl.constexpr, num_warps: gl.constexpr):
     if SPLIT:  # this warpgroup's own 64-row slab: its Q tile, its O tile, rows q_row + 64 * WG
         q_smem = q_smem.index(WG)
         o_smem = o_smem.index(WG)
@@ -247,13 +312,15 @@ def _consumer(q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, 
         k_scale = _key_scales(k_descale_ptr, kv_row, cols)
     mbarrier.wait(q_bar, 0)
     mbarrier.wait(k_ready.index(0), 0)
+    _turn_wait(sched, WG, 0, PINGPONG)
     s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    _turn_pass(sched, WG, PINGPONG)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
     # One elected thread per consumer partition arrives: k_empty / v_empty count 1 ("shared") or 2.
     mbarrier.arrive(k_empty.index(0), count=1)
     if PER_TOKEN:
         s = s * gl.expand_dims(k_scale, 0)  # per-column K scales on the score tile
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, P_IN_EXP2)
     acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
     # Stage 1 - steady state. Iteration j: finish block j-1 (retire P_{j-2} V_{j-2}, rescale,
@@ -268,30 +335,34 @@ def _consumer(q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, 
         # default partition alone is fine. Found by experiment; our reading: peeled, the loop is
         # entered or skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                           v_ready, v_empty, s_init, qk_scale, k_descale_ptr, kv_row, cols,
-                                           PER_TOKEN, p_layout, row_o)
+                                           v_ready, v_empty, sched, s_init, qk_scale, k_descale_ptr, kv_row, cols,
+                                           PER_TOKEN, p_layout, row_o, WG, PINGPONG, P_IN_EXP2,
+                                           KEY_PERMUTED_V)
         first = 2
     else:
         first = 1
     for j in range(first, n_blocks):
         acc, p, alpha, l_i, m_i = _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                           v_ready, v_empty, s_init, qk_scale, k_descale_ptr, kv_row, cols,
-                                           PER_TOKEN, p_layout, row_o)
+                                           v_ready, v_empty, sched, s_init, qk_scale, k_descale_ptr, kv_row, cols,
+                                           PER_TOKEN, p_layout, row_o, WG, PINGPONG, P_IN_EXP2,
+                                           KEY_PERMUTED_V)
 
     # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     mbarrier.arrive(v_empty.index((n_blocks - 2 + NUM_STAGES) % NUM_STAGES), count=1, pred=n_blocks >= 2)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-    p8 = _to_p8(p, p_layout)
+    p8 = _to_p8(p, p_layout, P_IN_EXP2, KEY_PERMUTED_V)
     last = (n_blocks - 1) % NUM_STAGES
     mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // NUM_STAGES) & 1)
+    _turn_wait(sched, WG, n_blocks, PINGPONG)
     acc = warpgroup_mma(p8, vt_bufs.index(last).permute((1, 0)), acc, is_async=True)
+    _turn_pass(sched, WG, PINGPONG)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     mbarrier.arrive(v_empty.index(last), count=1)
 
     # Stage 3 - epilogue: normalize, descale V, bf16 through shared memory and one TMA store of this
     # partition's rows (128, or 64 per warpgroup with "split": o_desc's tile is then 64 rows).
-    inv = v_descale / (gl.convert_layout(l_i, row_o) * 256.0)
+    inv = v_descale / (gl.convert_layout(l_i, row_o) * (1.0 if P_IN_EXP2 else 256.0))
     out = (acc * gl.expand_dims(inv, 1)).to(o_desc.dtype)
     o_smem.store(out)
     fence_async_shared()  # order the generic-proxy smem writes before the async-proxy TMA read
@@ -302,7 +373,8 @@ def _consumer(q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, 
 @gluon.jit
 def gluon_attention_kernel(q_desc, k_desc, vt_desc, o_desc, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                            sm_scale_log2, S, NUM_STAGES: gl.constexpr, SPLIT: gl.constexpr,
-                           PER_TOKEN: gl.constexpr, num_warps: gl.constexpr):
+                           PER_TOKEN: gl.constexpr, PINGPONG: gl.constexpr, P_IN_EXP2: gl.constexpr,
+                           KEY_PERMUTED_V: gl.constexpr, num_warps: gl.constexpr):
     """Grid (S // 128, B*H). Q/K/O: (B*H*S, D) rows; V^T: (B*H*D, S) rows. Descales fp32: V (B*H,);
     Q, K (B*H,) or, PER_TOKEN, (B*H*S,). SPLIT: Q/O descriptors have 64-row tiles, num_warps = 4."""
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -343,7 +415,10 @@ def gluon_attention_kernel(q_desc, k_desc, vt_desc, o_desc, q_descale_ptr, k_des
     k_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    sched = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # ping-pong turns
     mbarrier.init(q_bar, count=1)
+    mbarrier.init(sched.index(0), count=1)
+    mbarrier.init(sched.index(1), count=1)
     for i in gl.static_range(NUM_STAGES):
         # ready: one arrive (the producer's expect) + the TMA bytes. empty: one arrive per consumer
         # partition: Gluon lowers mbarrier.arrive to one elected thread after a bar.sync of the
@@ -364,19 +439,19 @@ def gluon_attention_kernel(q_desc, k_desc, vt_desc, o_desc, q_descale_ptr, k_des
     if SPLIT:
         gl.warp_specialize([
             (_consumer, (q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, v_ready, v_empty,
-                         q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
-                         0, SPLIT, PER_TOKEN, num_warps)),
+                         sched, q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
+                         0, SPLIT, PER_TOKEN, PINGPONG, P_IN_EXP2, KEY_PERMUTED_V, num_warps)),
             (_consumer, (q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, v_ready, v_empty,
-                         q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
-                         1, SPLIT, PER_TOKEN, num_warps)),
+                         sched, q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
+                         1, SPLIT, PER_TOKEN, PINGPONG, P_IN_EXP2, KEY_PERMUTED_V, num_warps)),
             (_producer, (q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready,
                          v_empty, q_row, kv_row, vt_row, n_blocks)),
         ], [4, 1], [240, 24])
     else:
         gl.warp_specialize([
             (_consumer, (q_smem, k_bufs, vt_bufs, o_smem, o_desc, q_bar, k_ready, k_empty, v_ready, v_empty,
-                         q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
-                         0, SPLIT, PER_TOKEN, num_warps)),
+                         sched, q_row, kv_row, n_blocks, qk_scale, v_descale, q_descale_ptr, k_descale_ptr,
+                         0, SPLIT, PER_TOKEN, PINGPONG, P_IN_EXP2, KEY_PERMUTED_V, num_warps)),
             (_producer, (q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready,
                          v_empty, q_row, kv_row, vt_row, n_blocks)),
         ], [1], [24])
@@ -402,11 +477,12 @@ def _layouts(head_dim: int, q_rows: int = BLOCK_M):
 
 
 def gluon_fp8_attention(q8, k8, v8t, q_descale, k_descale, v_descale, sm_scale, out=None, num_stages=2,
-                        consumers="shared", per_token=False):
+                        consumers="shared", per_token=False, pingpong=False, p_in_exp2=False, key_permuted_v=False):
     """q8, k8: (B*H*S, D) e4m3; v8t: (B*H*D, S) e4m3 (V^T per head); v_descale (B*H,) fp32;
     q_descale, k_descale (B*H,) fp32, or (B*H*S,) with ``per_token``. ``consumers``: "shared" (one
-    8-warp consumer partition) or "split" (two 4-warp ones). Returns out (B*H*S, D) bf16 (written
-    into ``out`` if given)."""
+    8-warp consumer partition) or "split" (two 4-warp ones); ``pingpong``, ``p_in_exp2``,
+    ``key_permuted_v`` (v8t's keys in key_permutation's order): see OPTIONS. Returns out (B*H*S, D)
+    bf16 (written into ``out`` if given)."""
     import torch
 
     _require_gluon()
@@ -433,6 +509,7 @@ def gluon_fp8_attention(q8, k8, v8t, q_descale, k_descale, v_descale, sm_scale, 
     grid = (seq // BLOCK_M, bh)
     gluon_attention_kernel[grid](q_desc, k_desc, vt_desc, o_desc, q_descale, k_descale, v_descale,
                                  sm_scale * LOG2E, seq, NUM_STAGES=num_stages, SPLIT=split, PER_TOKEN=per_token,
+                                 PINGPONG=pingpong, P_IN_EXP2=p_in_exp2, KEY_PERMUTED_V=key_permuted_v,
                                  num_warps=num_warps, maxnreg=MAXNREG)
     return out
 
@@ -449,7 +526,8 @@ def _require_gluon():
 # --------------------------------------------------------------------------------------------
 # --compile-only: sm_90 offline compile, resources, loop schedule
 # --------------------------------------------------------------------------------------------
-def compile_for_hopper(head_dim: int = 128, num_stages: int = 2, consumers: str = "shared", per_token: bool = False):
+def compile_for_hopper(head_dim: int = 128, num_stages: int = 2, consumers: str = "shared", per_token: bool = False,
+                       pingpong: bool = False, p_in_exp2: bool = False, key_permuted_v: bool = False):
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -468,11 +546,14 @@ def compile_for_hopper(head_dim: int = 128, num_stages: int = 2, consumers: str 
         "o_desc": desc("bf16", (q_rows, head_dim), ol),
         "q_descale_ptr": "*fp32", "k_descale_ptr": "*fp32", "v_descale_ptr": "*fp32",
         "sm_scale_log2": "fp32", "S": "i32", "NUM_STAGES": "constexpr", "SPLIT": "constexpr",
-        "PER_TOKEN": "constexpr", "num_warps": "constexpr",
+        "PER_TOKEN": "constexpr", "PINGPONG": "constexpr", "P_IN_EXP2": "constexpr",
+        "KEY_PERMUTED_V": "constexpr", "num_warps": "constexpr",
     }
     names = fn.arg_names
     constexprs = {(names.index("NUM_STAGES"),): num_stages, (names.index("SPLIT"),): split,
-                  (names.index("PER_TOKEN"),): per_token, (names.index("num_warps"),): num_warps}
+                  (names.index("PER_TOKEN"),): per_token, (names.index("PINGPONG"),): pingpong,
+                  (names.index("P_IN_EXP2"),): p_in_exp2, (names.index("KEY_PERMUTED_V"),): key_permuted_v,
+                  (names.index("num_warps"),): num_warps}
     # What a launch specializes: 16-byte aligned pointers, S divisible by 16.
     aligned = ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "S")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -605,8 +686,9 @@ def compile_only(head_dim: int, num_stages: int, variants: list[str]) -> None:
 
     print(f"triton {triton.__version__}, sm_90, D = {head_dim}, NUM_STAGES = {num_stages}, maxnreg {MAXNREG}")
     for name in variants:
-        consumers, per_token = VARIANTS[name]
-        k = compile_for_hopper(head_dim, num_stages, consumers, per_token)
+        opts = parse_variant(name)
+        consumers, per_token = opts["consumers"], opts["per_token"]
+        k = compile_for_hopper(head_dim, num_stages, **opts)
         regs, stack = resources(k)
         ptx = k.asm["ptx"]
         layout = ("2 consumer partitions x 4 warps" if consumers == "split" else "1 consumer partition x 8 warps")
@@ -701,8 +783,9 @@ def gpu_run(shapes: list[tuple[int, int, int]], stages: list[int], variants: lis
         v8, vd = _quantize(v, per_token=False)  # V: one scale per head in every variant
         v8t = v8.transpose(1, 2).contiguous()  # (BH, D, S)
         vt2 = v8t.view(-1, seq)
+        vt2_permuted = v8t[:, :, key_permutation(seq).to(dev)].contiguous().view(-1, seq)
         tag = f"{heads}x{seq}x{head_dim}"
-        for per_token in sorted({VARIANTS[n][1] for n in variants}):
+        for per_token in sorted({parse_variant(n)["per_token"] for n in variants}):
             gran = "token" if per_token else "head"
             (q8, qd), (k8, kd) = _quantize(q, per_token), _quantize(k, per_token)
             ref = _reference(q8, k8, v8, qd, kd, vd, sm_scale, rows)
@@ -721,15 +804,16 @@ def gpu_run(shapes: list[tuple[int, int, int]], stages: list[int], variants: lis
                 records.append(dict(shape=[heads, seq, head_dim], granularity=gran, kernel=name, rel_l2=err, ms=ms,
                                     tflops=flops / ms * 1e-9))
             for name in variants:
-                consumers, pt = VARIANTS[name]
-                if pt != per_token:
+                opts = parse_variant(name)
+                if opts["per_token"] != per_token:
                     continue
                 for ns in stages:
                     out = torch.full((heads * seq, head_dim), float("nan"), device=dev, dtype=torch.bfloat16)
 
                     def run():
-                        return gluon_fp8_attention(q2, k2, vt2, qd1, kd1, vd, sm_scale, out=out, num_stages=ns,
-                                                   consumers=consumers, per_token=per_token)
+                        vt = vt2_permuted if opts["key_permuted_v"] else vt2
+                        return gluon_fp8_attention(q2, k2, vt, qd1, kd1, vd, sm_scale, out=out, num_stages=ns,
+                                                   **opts)
 
                     run()
                     torch.cuda.synchronize()
@@ -752,15 +836,18 @@ def main(argv=None) -> None:
                    help="comma-separated HxSxD (B*H heads), S a multiple of 128; the first may be a small check")
     p.add_argument("--stages", default="2", help="K/V ring depths, comma-separated (2, 3)")
     p.add_argument("--variants", default="all",
-                   help=f"comma-separated, or 'all': {', '.join(VARIANTS)} (consumers-scales)")
+                   help=f"comma-separated, or 'all': {', '.join(VARIANTS)} (consumers-scales), each with any "
+                        f"of {', '.join('+' + o for o in OPTIONS)}")
     p.add_argument("--json", help="GPU mode: write every measurement here")
     args = p.parse_args(argv)
     shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
     stages = [int(s) for s in args.stages.split(",")]
     variants = list(VARIANTS) if args.variants == "all" else args.variants.split(",")
-    bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        sys.exit(f"unknown variant(s) {bad}; choose from {list(VARIANTS)}")
+    try:
+        for v in variants:
+            parse_variant(v)
+    except ValueError as exc:
+        sys.exit(str(exc))
     try:
         _require_gluon()
     except RuntimeError as exc:

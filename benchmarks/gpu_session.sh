@@ -62,18 +62,19 @@ case "$stage" in
   tail -n 14 "$out/pipeline-14b-720p.log"; tail -n 14 "$out/pipeline-14b-480p.log"
   ;;
 4)
-  # The Gluon prototype, one variant a step (NOTES 28): first a small shape under a short limit (a
-  # variant may hang on its mbarriers), then, if that ran, the timed shapes against FA3 FP8 and our
-  # Triton kernel on the same e4m3 inputs. Logs and JSON: $out/gluon-<variant>.{log,json}.
+  # The Gluon kernel (NOTES 28-29): first every variant on a small shape under a short limit (a
+  # variant may hang on its mbarriers; if so, again without the ping-pong ones), then the timed
+  # shapes against FA3 FP8 and our Triton kernel on the same e4m3 inputs (gluon.log, gluon.json).
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
-  shapes=${GLUON_SHAPES:-24x8192x128,24x4608x128,24x16384x128,12x32768x128}
-  for v in ${GLUON_VARIANTS:-shared-head split-head shared-token split-token}; do
-    run "gluon-$v" 45 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$v" --stages 2,3 \
-      && run "gluon-$v" 150 python benchmarks/gluon_attention.py --shapes "$shapes" --variants "$v" --stages 2,3 \
-        --json "$out/gluon-$v.json"
-    grep -E "rel. L2" "$out/gluon-$v.log" | tee -a "$summary"
-    grep -E "Error|error|Traceback" "$out/gluon-$v.log" | tail -n 3
-  done
+  shapes=${GLUON_SHAPES:-24x8192x128,12x32768x128,24x4608x128,24x16384x128}
+  variants=${GLUON_VARIANTS:-split-head,split-head+exp2p,split-head+exp2p+permv,split-head+pingpong,split-head+pingpong+exp2p+permv,shared-head+exp2p+permv,split-token+exp2p+permv,split-token+pingpong+exp2p,split-token+pingpong+exp2p+permv}
+  if ! run gluon-check 120 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$variants"; then
+    variants=$(echo "$variants" | tr , '\n' | grep -v pingpong | paste -sd,)
+    run gluon-check 90 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$variants"
+  fi
+  run gluon 400 python benchmarks/gluon_attention.py --shapes "$shapes" --variants "$variants" --json "$out/gluon.json"
+  grep -E "rel. L2" "$out/gluon-check.log"; grep -E "Error|error|Traceback" "$out"/gluon*.log | tail -n 5
+  grep -E "rel. L2" "$out/gluon.log"
   ;;
 *)
   echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
