@@ -5,7 +5,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 1    # tests, kernels
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # numerics' costs; Wan-1.3B, Flux, one Wan-14B block
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon prototype against FA3 FP8 and our Triton kernel
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon kernel: tests, against FA3 FP8, whole calls
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -62,19 +62,16 @@ case "$stage" in
   tail -n 14 "$out/pipeline-14b-720p.log"; tail -n 14 "$out/pipeline-14b-480p.log"
   ;;
 4)
-  # The Gluon kernel (NOTES 28-29): first every variant on a small shape under a short limit (a
-  # variant may hang on its mbarriers; if so, again without the ping-pong ones), then the timed
-  # shapes against FA3 FP8 and our Triton kernel on the same e4m3 inputs (gluon.log, gluon.json).
+  # The Gluon kernel (NOTES 28-30): its GPU tests, kernel-only against FA3 FP8 and our Triton kernel
+  # (gluon.json), then whole calls from bf16 against cuDNN, FA3 and torchao-style (attention.json).
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
-  shapes=${GLUON_SHAPES:-24x8192x128,12x32768x128,24x4608x128,24x16384x128}
-  variants=${GLUON_VARIANTS:-split-head,split-head+exp2p,split-head+exp2p+permv,split-head+pingpong,split-head+pingpong+exp2p+permv,shared-head+exp2p+permv,split-token+exp2p+permv,split-token+pingpong+exp2p,split-token+pingpong+exp2p+permv}
-  if ! run gluon-check 120 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$variants"; then
-    variants=$(echo "$variants" | tr , '\n' | grep -v pingpong | paste -sd,)
-    run gluon-check 90 python benchmarks/gluon_attention.py --shapes 2x512x128 --variants "$variants"
-  fi
-  run gluon 400 python benchmarks/gluon_attention.py --shapes "$shapes" --variants "$variants" --json "$out/gluon.json"
-  grep -E "rel. L2" "$out/gluon-check.log"; grep -E "Error|error|Traceback" "$out"/gluon*.log | tail -n 5
-  grep -E "rel. L2" "$out/gluon.log"
+  run gluon-tests 200 python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py \
+    -k "gluon or matches_reference_on_gpu or nonfinite or smooth_v or small_shapes or key_order"
+  run gluon 150 python benchmarks/gluon_attention.py --json "$out/gluon.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128
+  run attention 200 python benchmarks/attention.py --quick --json "$out/attention.json"
+  tail -n 3 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
+  grep -E "rel. L2|speed|Error" "$out/gluon.log"; tail -n 25 "$out/attention.log"
   ;;
 *)
   echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;

@@ -17,6 +17,31 @@ AMAX_EPS = 1e-12
 P_SCALE = 256.0
 
 
+#: Keys per chunk of :func:`mma_key_order`.
+MMA_KEY_CHUNK = 32
+#: Keys per block of the Gluon kernel; its V^T rows hold whole blocks (:func:`mma_row_length`).
+MMA_KEY_BLOCK = 128
+
+
+def mma_row_length(tokens: int) -> int:
+    """Row length of V^T in the Gluon kernel's layout: ``tokens`` rounded up to whole key blocks,
+    keys right-aligned (the first ``mma_row_length(t) - t`` columns are zero)."""
+    return -(-tokens // MMA_KEY_BLOCK) * MMA_KEY_BLOCK
+
+
+def mma_key_order(length: int) -> torch.Tensor:
+    """The key order of V^T for the Gluon kernel: column c of each 32-key chunk holds key
+    pi(c) of that chunk (int64, ``length`` a multiple of 32), where pi reads c's bits
+    (c4, c3, c2, c1, c0) as (c4, c1, c3, c2, c0). It is the order in which an fp8 wgmma's
+    register A operand holds the columns of a score tile's accumulator, so P is used without
+    moving data between threads (kernels/gluon_attention.py, ``_p_operand``)."""
+    if length % MMA_KEY_CHUNK:
+        raise ValueError(f"length must be a multiple of {MMA_KEY_CHUNK}, got {length}")
+    c = torch.arange(MMA_KEY_CHUNK)
+    chunk = (c & 16) | ((c & 2) << 2) | ((c & 12) >> 1) | (c & 1)
+    return (torch.arange(0, length, MMA_KEY_CHUNK)[:, None] + chunk[None, :]).reshape(-1)
+
+
 def value_granularity(granularity: str) -> str:
     """V's scales for a Q/K granularity: per-token Q/K pair with per-channel V (exact to undo)."""
     return "channel" if granularity == "token" else "head"

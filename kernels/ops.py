@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .attention import LOG2E, launch_attention
+from .gluon_attention import launch_gluon_attention
 from .norm_rope import norm_rope_quantize as _launch_norm_rope
 from .numerics import key_bias, value_granularity
 from .quantize import (GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_dim, quantize_many,
@@ -21,14 +22,15 @@ LAYOUTS = ("bhsd", "bshd")
 @torch.library.custom_op("accel::quantize_qkv", mutates_args=())
 def quantize_qkv(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool,
-    transpose_v: bool, smooth_q: bool = False,
+    transpose_v: bool, smooth_q: bool = False, v_key_order: str = "natural",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
            torch.Tensor]:
     """e4m3 copies and fp32 descales of (B, H, S, D) views of Q, K and V, in one op call.
 
     Q and K use ``granularity``; V uses one scale per head for ``"head"`` and one per channel
     for ``"token"``. ``smooth_q`` / ``smooth_k`` / ``smooth_v`` subtract Q's / K's / V's channel
-    mean. ``transpose_v`` writes V as (B, H, Dp, S_pad) for our kernel. Returns (q8, k8, v8,
+    mean. ``transpose_v`` writes V as (B, H, Dp, S_pad) for our kernels, its tokens in
+    ``v_key_order`` ("natural": the Triton kernel; "mma": the Gluon kernel). Returns (q8, k8, v8,
     q_descale, k_descale, v_descale, v_mean, k_bias): shapes as
     :func:`accel.kernels.quantize.quantize_fp8`; v_mean is (B, H, Dp) fp32, to add back to the
     output, or empty without ``smooth_v``; k_bias is smooth-Q's per-key correction (B, H, Skv)
@@ -37,8 +39,9 @@ def quantize_qkv(
     (q8, qd, q_mean), (k8, kd, _), (v8, vd, v_mean) = quantize_many([
         QuantizeJob(q, granularity, smooth_q),
         QuantizeJob(k, granularity, smooth_k),
-        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
+        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v, v_key_order),
     ])
+
     def empty():  # outputs must not alias each other
         return q8.new_empty((0,), dtype=torch.float32)
 
@@ -46,11 +49,11 @@ def quantize_qkv(
     return q8, k8, v8, qd, kd, vd, (v_mean if smooth_v else empty()), k_bias
 
 
-def _quantized_fake(x, granularity, transpose):
+def _quantized_fake(x, granularity, transpose, key_order="natural"):
     B, H, S, D = x.shape
     Dp = padded_head_dim(D)
     if transpose:
-        x8 = x.new_empty((B, H, Dp, transposed_row_length(S)), dtype=torch.float8_e4m3fn)
+        x8 = x.new_empty((B, H, Dp, transposed_row_length(S, key_order)), dtype=torch.float8_e4m3fn)
     else:
         x8 = x.new_empty((B, H, S, Dp), dtype=torch.float8_e4m3fn)
     if granularity == "token":
@@ -62,10 +65,11 @@ def _quantized_fake(x, granularity, transpose):
 
 
 @quantize_qkv.register_fake
-def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, smooth_q=False):
+def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, smooth_q=False,
+                       v_key_order="natural"):
     q8, qd = _quantized_fake(q, granularity, False)
     k8, kd = _quantized_fake(k, granularity, False)
-    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v, v_key_order)
     B, H, Skv, D = v.shape
     v_mean = v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
     k_bias = v.new_empty((B, H, Skv) if smooth_q else (0,), dtype=torch.float32)
@@ -94,18 +98,20 @@ def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v):
 
 
 @torch.library.custom_op("accel::quantize_value", mutates_args=())
-def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose: bool = True
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose: bool = True,
+                   key_order: str = "natural") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """V alone (when Q and K come from :func:`norm_rope_quantize`): (v8, v_descale, v_mean or
-    empty); ``granularity`` is that of Q and K. ``transpose``: (B, H, Dp, S_pad), as our kernel
-    reads V; else (B, H, S, Dp), as FlashAttention-3 does."""
-    v8, vd, mean = quantize_many([QuantizeJob(v, value_granularity(granularity), smooth_v, transpose)])[0]
+    empty); ``granularity`` is that of Q and K. ``transpose``: (B, H, Dp, S_pad), as our kernels
+    read V (tokens in ``key_order``, as :func:`quantize_qkv`); else (B, H, S, Dp), as
+    FlashAttention-3 does."""
+    v8, vd, mean = quantize_many([QuantizeJob(v, value_granularity(granularity), smooth_v, transpose,
+                                              key_order)])[0]
     return v8, vd, (mean if smooth_v else v8.new_empty((0,), dtype=torch.float32))
 
 
 @quantize_value.register_fake
-def _quantize_value_fake(v, granularity, smooth_v, transpose=True):
-    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose)
+def _quantize_value_fake(v, granularity, smooth_v, transpose=True, key_order="natural"):
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose, key_order)
     B, H, _, D = v.shape
     return v8, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
 
@@ -165,16 +171,24 @@ def fp8_attention(
     layout: str,
     return_lse: bool,
     k_bias: torch.Tensor | None = None,
+    kernel: str = "triton",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized inputs. ``q8`` may instead be the bf16/fp16 (B, H, Sq, D) query
     itself when K has per-token scales: the kernel quantizes it per token (``q_descale`` is then
     empty). Returns ``(out, lse)``: out in ``layout`` and ``out_dtype``; lse (B, H, Sq) fp32 when
     ``return_lse``, else an empty tensor. A non-empty
     ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
-    non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q)."""
+    non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q).
+    ``kernel``: "triton", or "gluon" (Hopper; per-head scales, no causal mask, LSE or key bias;
+    V^T quantized with ``key_order="mma"``: :func:`accel.kernels.dispatch.attention_kernel`)."""
     out = _new_output(q8, head_dim, out_dtype, layout)
     B, H, Sq, _ = q8.shape
     lse = q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)
+    if kernel == "gluon":
+        launch_gluon_attention(q8, k8, v8t, q_descale, k_descale, v_descale,
+                               out.transpose(1, 2) if layout == "bshd" else out, sm_scale,
+                               v_mean=v_mean if v_mean.numel() else None)
+        return out, lse
     launch_attention(
         q8, k8, v8t, q_descale, k_descale, v_descale,
         out.transpose(1, 2) if layout == "bshd" else out,
@@ -187,7 +201,7 @@ def fp8_attention(
 
 @fp8_attention.register_fake
 def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, head_dim, sm_scale,
-                        is_causal, out_dtype, layout, return_lse, k_bias=None):
+                        is_causal, out_dtype, layout, return_lse, k_bias=None, kernel="triton"):
     B, H, Sq, _ = q8.shape
     out = _new_output(q8, head_dim, out_dtype, layout)
     return out, q8.new_empty((B, H, Sq) if return_lse else (0,), dtype=torch.float32)

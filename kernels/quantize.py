@@ -26,12 +26,15 @@ import triton.language as tl
 
 from ._triton_utils import cdiv, next_power_of_2, to_e4m3
 from .configs import QuantizeConfig, default_quantize_config, interpreting
-from .numerics import AMAX_EPS, E4M3_MAX
+from .numerics import AMAX_EPS, E4M3_MAX, MMA_KEY_CHUNK, mma_row_length
 
 _AMAX_EPS = tl.constexpr(AMAX_EPS)  # Triton kernels read globals only as constexpr
 _E4M3_MAX = tl.constexpr(E4M3_MAX)
 
 GRANULARITIES = ("head", "token", "channel")
+#: Token orders of a transposed copy: "natural" for the Triton kernel; "mma" for the Gluon kernel
+#: (right-aligned in whole key blocks, each 32-key chunk in numerics.mma_key_order).
+KEY_ORDERS = ("natural", "mma")
 #: The attention kernel reads V transposed (an FP8 wgmma wants its B operand K-major); its token
 #: axis is padded to this multiple so that every row starts 16-byte aligned.
 V_TOKEN_ALIGN = 16
@@ -192,14 +195,24 @@ def _finalize_stats_kernel(
 
 
 @triton.jit
+def _mma_key_column(s, key_pad):
+    """Column of token s in the "mma" key order: right-aligned by key_pad, then within its
+    32-key chunk at the position whose bits (c4, c3, c2, c1, c0) read key bits
+    (c4, c1, c3, c2, c0) (numerics.mma_key_order; this is its inverse)."""
+    c = s + key_pad
+    return (c & ~31) | (c & 16) | ((c & 6) << 1) | ((c & 8) >> 2) | (c & 1)
+
+
+@triton.jit
 def _cast_one(
     x_ptr, out_ptr, mean_ptr, scale_ptr, descale_ptr, pid_bh, pid_s,
-    S, H, sx_b, sx_h, sx_s, sx_d, so_bh, so_s, so_d, sds_bh,
+    S, H, sx_b, sx_h, sx_s, sx_d, so_bh, so_s, so_d, sds_bh, key_pad,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
-    MODE: tl.constexpr, SMOOTH: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    MODE: tl.constexpr, SMOOTH: tl.constexpr, MMA_KEYS: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head (given);
-    1: one scale per token (computed here, descale written); 2: one scale per channel (given)."""
+    1: one scale per token (computed here, descale written); 2: one scale per channel (given).
+    MMA_KEYS: tokens go to their "mma" key-order columns (transposed copies)."""
     b = pid_bh // H
     h = pid_bh % H
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -214,8 +227,9 @@ def _cast_one(
         mean = tl.load(mean_ptr + pid_bh * BLOCK_D + offs_d)
         x = tl.where(ok, x - mean[None, :], 0.0)  # padded channels stay exactly zero
     y = scale_tile(x, MODE, scale_ptr, descale_ptr, pid_bh, sds_bh, offs_s, s_ok, offs_d, BLOCK_D)
+    col = _mma_key_column(offs_s, key_pad) if MMA_KEYS else offs_s
     dst = (out_ptr + pid_bh.to(tl.int64) * so_bh
-           + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d)
+           + col[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d)
     tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
 
 
@@ -224,11 +238,11 @@ def _cast_kernel(
     x0, x1, x2, out0, out1, out2, mean0, mean1, mean2, scale0, scale1, scale2,
     descale0, descale1, descale2, S0, S1, S2, H,
     sb0, sh0, ss0, sd0, sb1, sh1, ss1, sd1, sb2, sh2, ss2, sd2,
-    ob0, os0, od0, ob1, os1, od1, ob2, os2, od2, dsb0, dsb1, dsb2,
+    ob0, os0, od0, ob1, os1, od1, ob2, os2, od2, dsb0, dsb1, dsb2, kp0, kp1, kp2,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     MODE0: tl.constexpr, MODE1: tl.constexpr, MODE2: tl.constexpr,
     SMOOTH0: tl.constexpr, SMOOTH1: tl.constexpr, SMOOTH2: tl.constexpr,
-    EMULATE_CAST: tl.constexpr,
+    MMA0: tl.constexpr, MMA1: tl.constexpr, MMA2: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Per (batch*head, tile of BLOCK_S tokens, tensor): see _cast_one."""
     pid_bh = tl.program_id(0)
@@ -236,13 +250,13 @@ def _cast_kernel(
     slot = tl.program_id(2)
     if slot == 0:
         _cast_one(x0, out0, mean0, scale0, descale0, pid_bh, pid_s, S0, H, sb0, sh0, ss0, sd0,
-                  ob0, os0, od0, dsb0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, EMULATE_CAST)
+                  ob0, os0, od0, dsb0, kp0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, MMA0, EMULATE_CAST)
     elif slot == 1:
         _cast_one(x1, out1, mean1, scale1, descale1, pid_bh, pid_s, S1, H, sb1, sh1, ss1, sd1,
-                  ob1, os1, od1, dsb1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, EMULATE_CAST)
+                  ob1, os1, od1, dsb1, kp1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, MMA1, EMULATE_CAST)
     else:
         _cast_one(x2, out2, mean2, scale2, descale2, pid_bh, pid_s, S2, H, sb2, sh2, ss2, sd2,
-                  ob2, os2, od2, dsb2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, EMULATE_CAST)
+                  ob2, os2, od2, dsb2, kp2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, MMA2, EMULATE_CAST)
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -260,10 +274,10 @@ def _round_up(n: int, multiple: int) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def transposed_row_length(tokens: int) -> int:
+def transposed_row_length(tokens: int, key_order: str = "natural") -> int:
     """Row length (token stride) of V's transposed e4m3 copy: ``tokens`` rounded up to 16, so
-    that every row starts 16-byte aligned."""
-    return _round_up(tokens, V_TOKEN_ALIGN)
+    that every row starts 16-byte aligned; for the "mma" key order, to whole key blocks."""
+    return mma_row_length(tokens) if key_order == "mma" else _round_up(tokens, V_TOKEN_ALIGN)
 
 
 class Quantized(NamedTuple):
@@ -281,6 +295,7 @@ class QuantizeJob(NamedTuple):
     granularity: str
     smooth: bool = False
     transpose: bool = False
+    key_order: str = "natural"  # of a transposed copy: one of KEY_ORDERS
 
 
 def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = None) -> list[Quantized]:
@@ -293,17 +308,26 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
     for job in jobs:
         if job.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}, got {job.granularity!r}")
+        if job.key_order not in KEY_ORDERS or (job.key_order == "mma" and not job.transpose):
+            raise ValueError(f"key_order must be one of {KEY_ORDERS} ('mma' for transposed copies), "
+                             f"got {job.key_order!r}")
     B, H, _, D = jobs[0].x.shape
     device = jobs[0].x.device
     Dp = padded_head_dim(D)
     f32 = dict(device=device, dtype=torch.float32)
-    outs, descales, means, scales, out_strides, descale_strides = [], [], [], [], [], []
+    outs, descales, means, scales, out_strides, descale_strides, key_pads = [], [], [], [], [], [], []
     for job in jobs:
         S = job.x.shape[2]
+        key_pads.append(0)
         if job.transpose:
-            s_pad = transposed_row_length(S)
+            s_pad = transposed_row_length(S, job.key_order)
             x8 = torch.empty(B, H, Dp, s_pad, device=device, dtype=torch.float8_e4m3fn)
             out_strides.append((Dp * s_pad, 1, s_pad))
+            if job.key_order == "mma" and s_pad > S:
+                # the padding keys lead, mixed into the first chunks: zero them (P is 0 there,
+                # and 0 * NaN would not be), then the cast writes the real keys over them
+                key_pads[-1] = s_pad - S
+                x8[..., :_round_up(s_pad - S, MMA_KEY_CHUNK)].zero_()
         else:
             x8 = torch.empty(B, H, S, Dp, device=device, dtype=torch.float8_e4m3fn)
             out_strides.append((S * Dp, Dp, 1))
@@ -337,10 +361,11 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
         *_per_slot((x.shape[2] for x in xs), 0), H,
         *[st for x in _per_slot(xs, xs[0]) for st in x.stride()],
         *[st for o in _per_slot(out_strides, (0, 0, 0)) for st in o],
-        *_per_slot(descale_strides, 0),
+        *_per_slot(descale_strides, 0), *_per_slot(key_pads, 0),
         D=D, BLOCK_D=Dp, BLOCK_S=cfg.cast_block,
         **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(jobs, jobs[0]))},
+        **{f"MMA{i}": job.key_order == "mma" for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         EMULATE_CAST=interpreting(), num_warps=cfg.cast_warps,
     )
     return [Quantized(*parts) for parts in zip(outs, descales, means)]
@@ -374,14 +399,16 @@ def quantize_fp8(
     granularity: str,
     smooth: bool = False,
     transpose: bool = False,
+    key_order: str = "natural",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize a (B, H, S, D) bf16/fp16 view to e4m3.
 
     Returns ``(x8, descale)``. ``x8`` is (B, H, S, Dp) contiguous, or with ``transpose`` (B, H, Dp,
-    S_pad) with tokens contiguous (S_pad = S rounded up to 16, padding never read), where Dp is
-    :func:`padded_head_dim` and padded channels are zero; S_pad is :func:`transposed_row_length`. ``descale`` is fp32 of shape (B, H) for
-    ``"head"``, (B, H, S) for ``"token"`` (rows 16-float aligned), (B, H, Dp) for ``"channel"``.
-    ``smooth`` subtracts the per-(batch, head) channel mean over tokens before quantizing (the
-    caller accounts for it).
+    S_pad) with tokens contiguous, where Dp is :func:`padded_head_dim` and padded channels are
+    zero; S_pad is :func:`transposed_row_length`: S rounded up to 16 (padding never read), or
+    with ``key_order="mma"`` the Gluon kernel's layout (see KEY_ORDERS; padding zero).
+    ``descale`` is fp32 of shape (B, H) for ``"head"``, (B, H, S) for ``"token"`` (rows 16-float
+    aligned), (B, H, Dp) for ``"channel"``. ``smooth`` subtracts the per-(batch, head) channel
+    mean over tokens before quantizing (the caller accounts for it).
     """
-    return tuple(quantize_many([QuantizeJob(x, granularity, smooth, transpose)])[0][:2])
+    return tuple(quantize_many([QuantizeJob(x, granularity, smooth, transpose, key_order)])[0][:2])

@@ -41,15 +41,18 @@ def _emulated(q, k, v, layout, granularity, rows, is_causal=False):
     return out, lse + scale * (q[:, :, rows].float() @ k.float().mean(dim=2)[..., None]).squeeze(-1)
 
 
-def _check(backend, heads, sq, skv, d, kind, granularity, is_causal=False, layout="bshd", rows=512):
+def _check(backend, heads, sq, skv, d, kind, granularity, is_causal=False, layout="bshd", rows=512,
+           want_lse=None):
     """Error against fp64 exact attention on sampled rows: within the fixed bound for the
     well-conditioned kinds, and for every kind within 15% of what the reference numerics give
-    (outlier-heavy kinds' error depends on head dim and length; the kernel must not add to it)."""
+    (outlier-heavy kinds' error depends on head dim and length; the kernel must not add to it).
+    ``want_lse``: ask for the LSE too (default: where the backend returns it)."""
     if backend != "triton" and granularity != "head":
         pytest.skip(f"{backend} supports head granularity only")
     g = _cuda_gen()
     q, k, v = activation_like_qkv(1, heads, sq, skv, d, kind, layout=layout, device="cuda", generator=g)
-    want_lse = backend != "torch"  # torch's op does not return it
+    if want_lse is None:
+        want_lse = backend != "torch"  # torch's op does not return it
     res = accel.fp8_sdpa(q, k, v, layout=layout, granularity=granularity, backend=backend,
                          is_causal=is_causal, strict=True, return_lse=want_lse)
     out, lse = res if want_lse else (res, None)
@@ -191,3 +194,71 @@ def test_prequantized_qk_on_fa3_at_a_real_shape(smooth_v):
     for name in ("triton", "fa3"):
         out = BACKENDS[name].run_prequantized(q8, qd, k8, kd, call).transpose(1, 2)[:, :, rows]
         assert rel_l2(out, exact) < 0.06, name  # FA3 FP8 on gaussian inputs: 0.053 (DESIGN.md)
+
+
+def _gluon_runs() -> bool:
+    from accel.kernels.dispatch import gluon_reason
+
+    return torch.cuda.is_available() and gluon_reason(torch.device("cuda")) is None
+
+
+needs_gluon = pytest.mark.skipif(not _gluon_runs(), reason="the Gluon kernel needs an sm_90 GPU and triton 3.6")
+
+
+@needs_gluon
+@pytest.mark.parametrize("kind", ["gaussian", "offset_k", "outliers", "activation"])
+@pytest.mark.parametrize("shape", [(3, 257, 257), (4, 1000, 512), (2, 300, 4097), (2, 1, 640), (2, 8192, 8192)])
+def test_gluon_kernel_small_and_tail_shapes(kind, shape):
+    """Per-head calls without LSE take the Gluon kernel on Hopper: key counts that are not whole
+    blocks (the padded first block), query counts that are not whole tiles (masked stores)."""
+    from accel.kernels.dispatch import attention_kernel
+
+    heads, sq, skv = shape
+    assert attention_kernel(torch.device("cuda"), 128, skv, "head", False, False, False) == "gluon"
+    _check("triton", heads, sq, skv, 128, kind, "head", want_lse=False, rows=min(sq, 512))
+
+
+@needs_gluon
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("smooth_v", [False, True])
+def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, monkeypatch):
+    """The same numerics as the Triton kernel up to rounding (one exp2 with the 256 in its
+    argument, other key-block boundaries): far closer to it than either is to exact attention;
+    every output element written (NaN-poisoned memory before each call)."""
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(2, 6, 1500, 1100, 128, "activation", layout=layout, dtype=dtype, device="cuda",
+                                  generator=g)
+    ref, _ = exact_attention(q, k, v, layout=layout)
+    outs = {}
+    for gluon in ("1", "0"):
+        monkeypatch.setenv("ACCEL_GLUON", gluon)
+        torch.empty(q.numel() * 4, dtype=dtype, device="cuda").fill_(float("nan"))  # poison the allocator's blocks
+        outs[gluon] = accel.fp8_sdpa(q, k, v, layout=layout, granularity="head", smooth_v=smooth_v, strict=True)
+        assert outs[gluon].dtype == dtype and outs[gluon].isfinite().all(), gluon
+    err_triton = rel_l2(outs["0"], ref)
+    assert rel_l2(outs["1"], outs["0"]) < 0.5 * err_triton
+    assert abs(rel_l2(outs["1"], ref) - err_triton) < 0.1 * err_triton
+
+
+@needs_gluon
+def test_gluon_kernel_serves_prequantized_qk(monkeypatch):
+    """The processors' path (Q and K quantized by the fused norm + RoPE kernel, then V and the
+    attention by the backend) on a larger call: the Gluon kernel against the Triton kernel."""
+    from accel.backends.base import AttentionCall
+    from accel.backends.triton_backend import TritonBackend
+    from accel.kernels import ops
+
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(1, 12, 3000, 3000, 128, "activation", device="cuda", generator=g)
+    q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, "head", True, False, False)
+    call = AttentionCall(q, k, v, False, 128 ** -0.5, "bhsd", "head", True, False)
+    outs = {}
+    for gluon in ("1", "0"):
+        monkeypatch.setenv("ACCEL_GLUON", gluon)
+        outs[gluon] = TritonBackend().run_prequantized(q8, qd, k8, kd, call)
+    rows = torch.arange(0, 3000, 7, device="cuda")
+    ref, _ = exact_attention(q, k, v, rows=rows)
+    err = rel_l2(outs["1"][:, :, rows], ref)
+    assert err < BOUNDS[("activation", "head")]
+    assert rel_l2(outs["1"], outs["0"]) < 0.5 * err

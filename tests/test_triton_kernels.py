@@ -57,6 +57,65 @@ def test_quantize_transposed_and_per_channel():
     assert torch.equal(descale, rdescale)
 
 
+@pytest.mark.parametrize("tokens", [37, 129, 256, 300])
+def test_quantize_transposed_in_the_gluon_kernels_key_order(tokens):
+    """V^T for the Gluon kernel: whole key blocks, keys right-aligned behind zero columns, each
+    32-key chunk in mma_key_order; the same e4m3 values as the natural order. The storage is
+    poisoned first: the padding must be written, not left as it was."""
+    from accel.kernels.numerics import mma_key_order, mma_row_length
+    from accel.kernels.quantize import quantize_fp8
+
+    v = activation_like_qkv(2, 3, tokens, tokens, 128, "gaussian", device=DEVICE, generator=_gen())[2]
+    natural, descale = quantize_fp8(v, "head", transpose=True)
+    torch.empty(2 * 3 * 128 * 512, device=DEVICE).fill_(float("nan"))  # reused by the allocator on a GPU
+    mma, mma_descale = quantize_fp8(v, "head", transpose=True, key_order="mma")
+    length = mma_row_length(tokens)
+    assert mma.shape == (2, 3, 128, length) and length % 128 == 0 and length - tokens < 128
+    unpermuted = torch.empty_like(mma)
+    unpermuted[..., mma_key_order(length).to(mma.device)] = mma  # column c holds key pi(c)
+    pad = length - tokens
+    assert torch.equal(unpermuted[..., pad:].float(), natural[..., :tokens].float())
+    assert (unpermuted[..., :pad].float() == 0).all()
+    assert torch.equal(descale, mma_descale)
+
+
+def test_mma_key_order_is_the_register_order_of_an_fp8_a_operand():
+    """Thread t of a quad holds accumulator columns {8i + 2t + e} of each 32-key chunk and A
+    operand columns {4t + e4 + 16c}: pi maps every A column a thread holds to a key it holds."""
+    from accel.kernels.numerics import mma_key_order
+
+    pi = mma_key_order(64)
+    assert sorted(pi.tolist()) == list(range(64))
+    for t in range(4):
+        a_cols = [4 * t + e4 + 16 * c for c in (0, 1) for e4 in range(4)]
+        acc_cols = {8 * i + 2 * t + e for i in range(4) for e in (0, 1)}
+        assert {pi[a].item() for a in a_cols} == acc_cols
+    with pytest.raises(ValueError, match="multiple of 32"):
+        mma_key_order(48)
+
+
+def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
+    """Off Hopper / off triton 3.6 (CI), with ACCEL_GLUON=0, and for numerics or shapes the Gluon
+    kernel does not serve, every call takes the Triton kernel, with a reason that says why."""
+    from accel.kernels.dispatch import attention_kernel, gluon_reason, v_key_order
+    from accel.kernels.gluon_attention import gluon_unsupported_reason
+
+    dev = torch.device(DEVICE)
+    if DEVICE == "cpu":
+        assert gluon_reason(dev) is not None
+        assert attention_kernel(dev, 128, 4096, "head", False, False, False) == "triton"
+    monkeypatch.setenv("ACCEL_GLUON", "0")
+    assert gluon_reason(dev) == "ACCEL_GLUON=0"
+    assert attention_kernel(dev, 128, 4096, "head", False, False, False) == "triton"
+    assert gluon_unsupported_reason(128, 4096, False, False, False, False) is None
+    assert "per-token" in gluon_unsupported_reason(128, 4096, True, False, False, False)
+    assert "causal" in gluon_unsupported_reason(128, 4096, False, True, False, False)
+    assert "causal" in gluon_unsupported_reason(128, 4096, False, False, True, False)
+    assert "head dim 64" in gluon_unsupported_reason(64, 4096, False, False, False, False)
+    assert "128 keys" in gluon_unsupported_reason(128, 128, False, False, False, False)
+    assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
+
+
 def test_padded_head_dim_is_zero_filled():
     from accel.kernels.quantize import quantize_fp8
 

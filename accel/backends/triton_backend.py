@@ -1,4 +1,5 @@
-"""Our Triton kernels: every granularity, any head dim up to 128, causal or not, LSE."""
+"""Our kernels: the Triton kernel (every granularity, any head dim up to 128, causal or not,
+LSE) and, on Hopper where it applies, the Gluon kernel with FlashAttention-3's schedule."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ class TritonBackend(Backend):
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
         from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS
+        from accel.kernels.dispatch import v_key_order
 
+        kernel = _kernel(call)
         if (call.granularity == "token" and not call.smooth_q
                 and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS):
             # Q's per-token scales come from its own rows: the kernel quantizes each query tile
@@ -41,17 +44,28 @@ class TritonBackend(Backend):
         else:
             q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
                 call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True,
-                call.smooth_q)
+                call.smooth_q, v_key_order(kernel))
         out, lse = ops.fp8_attention(
             q8, k8, v8t, qd, kd, vd, v_mean, call.head_dim, call.scale, call.is_causal,
-            call.query.dtype, call.layout, call.return_lse, k_bias,
+            call.query.dtype, call.layout, call.return_lse, k_bias, kernel,
         )
         return out, (lse if call.return_lse else None)
 
     def run_prequantized(self, q8, q_descale, k8, k_descale, call: AttentionCall) -> torch.Tensor:
         from accel.kernels import ops
+        from accel.kernels.dispatch import v_key_order
 
-        v8t, vd, v_mean = ops.quantize_value(call.value, call.granularity, call.smooth_v)
+        kernel = _kernel(call)
+        v8t, vd, v_mean = ops.quantize_value(call.value, call.granularity, call.smooth_v, True, v_key_order(kernel))
         out, _ = ops.fp8_attention(q8, k8, v8t, q_descale, k_descale, vd, v_mean, call.head_dim, call.scale,
-                                   call.is_causal, call.value.dtype, call.layout, False)
+                                   call.is_causal, call.value.dtype, call.layout, False, None, kernel)
         return out
+
+
+def _kernel(call: AttentionCall) -> str:
+    """Our Gluon kernel (FA3's schedule, Hopper, per-head scales) where it serves the call, else
+    our Triton kernel: both quantization and attention follow this one answer."""
+    from accel.kernels.dispatch import attention_kernel
+
+    return attention_kernel(call.device, call.head_dim, call.key.shape[2], call.granularity, call.is_causal,
+                            call.return_lse, call.smooth_q)

@@ -1,0 +1,345 @@
+"""FP8 attention forward for Hopper (sm_90) in Gluon, with FlashAttention-3's schedule.
+
+Triton cannot express what makes FA3 fast (NOTES 23, 25): Triton 3.6 waits for Q K^T as soon as
+it is issued, so the softmax never overlaps the tensor cores. Gluon, Triton's explicit dialect,
+lets the kernel schedule its warps itself:
+
+* a 1-warp producer partition streams K and V^T tiles (128 keys) by TMA into a two-stage ring,
+  each slot with a ready and an empty mbarrier;
+* two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA), so that
+  each waits on its own barriers only;
+* in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
+  awaited: block j's exp2s run while P V is on the tensor cores.
+
+Numerics are the Triton kernel's (kernels/attention.py) with one scale per (batch, head) for Q,
+K and V: s = Q8 K8^T * sm_scale * log2(e) * q_descale * k_descale, exact running max, p = 256 *
+exp2(s - m) from one exp2 (FA3's offset), l sums the unquantized p, acc += e4m3(p) @ V8 in FP8
+with fp32 accumulators, out = acc / l * v_descale (+ V's mean when it was smoothed). The results
+differ from the Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
+
+Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
+Q8 and K8 (B, H, S, 128) contiguous e4m3; V^T (B, H, 128, S_blocks) with S_blocks = Skv rounded
+up to 128, keys right-aligned (the first S_blocks - Skv columns zero) and, within each 32-key
+chunk, in the order the P operand holds them in registers (:func:`mma_key_order`). Key block 0
+therefore starts S_blocks - Skv keys before the first key and is the only one masked; Q rows past
+Sq are computed from whatever lies there and never stored.
+
+Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton whose Gluon API
+this was written and measured against (3.6). Elsewhere the Triton kernel serves every call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from .numerics import MMA_KEY_BLOCK, mma_key_order, mma_row_length  # noqa: F401 - V^T's layout contract
+
+try:  # Gluon is experimental: a missing or changed API must not break the Triton kernels' import.
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_init, warpgroup_mma_wait)
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    _IMPORT_ERROR: Exception | None = None
+except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason()
+    _IMPORT_ERROR = exc
+
+    class _NoGluon:  # lets the @gluon.jit definitions below be parsed; never called
+        @staticmethod
+        def jit(fn=None, **_):
+            return fn if fn is not None else (lambda f: f)
+
+    gluon = _NoGluon()
+
+LOG2E = math.log2(math.e)
+BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
+BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
+HEAD_DIMS = (128,)  # measured head dims; others take the Triton kernel
+NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
+#: Triton versions whose Gluon API this kernel was written and run against.
+TESTED_TRITON = ("3.6.",)
+# Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
+# the producer's warpgroup 24 and each consumer warpgroup 240, as FA3 does.
+MAXNREG = 168
+
+
+# --------------------------------------------------------------------------------------------
+# Producer partition (1 warp): Q once, then K_j and V^T_j into the ring.
+# --------------------------------------------------------------------------------------------
+@gluon.jit
+def _producer(q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty,
+              q_row, kv_row, vt_row, n_blocks):
+    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
+    STAGES: gl.constexpr = k_bufs.type.shape[0]
+    WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)  # one 64-row Q tile per consumer warpgroup
+    tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_smem.index(0))
+    tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_bar, q_smem.index(1))
+    for j in range(n_blocks):
+        stage = j % STAGES
+        # Empty barriers start with their "previous phase" complete, so the first lap (parity 1)
+        # does not block: the ring fills STAGES tiles ahead of the consumers.
+        parity = ((j // STAGES) & 1) ^ 1
+        # K and V^T have separate barriers: Q K^T of block j can start before V^T_j has landed.
+        # K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros.
+        mbarrier.wait(k_empty.index(stage), parity)
+        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage), k_bufs.index(stage))
+        mbarrier.wait(v_empty.index(stage), parity)
+        mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(vt_desc, [vt_row, j * TILE_N], v_ready.index(stage), vt_bufs.index(stage))
+
+
+# --------------------------------------------------------------------------------------------
+# Consumer partitions (one warpgroup each): MMAs and the online softmax.
+# --------------------------------------------------------------------------------------------
+@gluon.jit
+def _online_softmax(s, m_i, l_i, qk_scale):
+    """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
+    p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset)."""
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
+    p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
+    alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
+    l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
+    return p, alpha, l_i, m_new
+
+
+@gluon.jit
+def _p_operand(p, p_layout: gl.constexpr):
+    """P (at most 256: no saturation) as the e4m3 register A operand of the P V wgmma.
+
+    The scores' accumulator layout gives thread t of a quad the keys {8i + 2t + e} of each 32-key
+    chunk; the fp8 A operand wants k = {4t + e4 + 16c}. Read column k of P as key
+    pi(k) = 16c + 8(e4 // 2) + 2t + e4 % 2 and every value stays in its thread (no shuffles,
+    checked by assert_trivial); V^T's keys are stored in that order (mma_key_order), so P V is
+    unchanged. In bits, k = (c, t1, t0, h, l) reads key (c, h, t1, t0, l): a reshape and a
+    transpose. This removed 48 of 500 instructions per key block and gave +8-10% (NOTES 29)."""
+    p8 = p.to(gl.float8e4nv)
+    M: gl.constexpr = p8.shape[0]
+    N: gl.constexpr = p8.shape[1]
+    p8 = gl.reshape(gl.permute(gl.reshape(p8, [M, N // 32, 2, 2, 2, 2, 2]), [0, 1, 2, 4, 5, 3, 6]), [M, N])
+    return gl.convert_layout(p8, p_layout, assert_trivial=True)
+
+
+@gluon.jit
+def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
+             qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr):
+    """Iteration j: finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
+    S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
+    STAGES: gl.constexpr = k_bufs.type.shape[0]
+    stage = j % STAGES
+    prev = (j - 1) % STAGES
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
+    mbarrier.arrive(v_empty.index((j - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+    p8 = _p_operand(p, p_layout)
+    # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
+    mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)
+    s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+    acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
+    # wgmma groups retire in order: with one outstanding, S_j is done and P V keeps running
+    # under the softmax below.
+    s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
+    mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale)
+    return acc, p, alpha, l_i, m_i
+
+
+@gluon.jit
+def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
+              so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale,
+              WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, num_warps: gl.constexpr):
+    """One warpgroup: query rows q_tile_row + 64 WG + [0, 64) of one head against every key block."""
+    q_smem = q_smem.index(WG)
+    TILE_M: gl.constexpr = q_smem.type.shape[0]
+    HEAD_DIM: gl.constexpr = q_smem.type.shape[1]
+    TILE_N: gl.constexpr = k_bufs.type.shape[1]
+    STAGES: gl.constexpr = k_bufs.type.shape[0]
+    gl.static_assert(TILE_M == 16 * num_warps, "one 64-row slab per consumer warpgroup")
+
+    # warps_per_cta [4, 1]: the warpgroup's 64 rows are whole rows of its warps, so row max and
+    # row sum stay inside a warp. instr_shape: m16, n = the whole tile, k = 32 (e4m3).
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, TILE_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+    col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+
+    m_i = gl.full([TILE_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([TILE_M], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
+    s_init = gl.zeros([TILE_M, TILE_N], gl.float32, s_layout)  # ignored: use_acc=False
+
+    # Stage 0 - prologue: S_0 and its softmax; block 0 holds the key_pad padding columns (keys
+    # are right-aligned), the one mask of the kernel, outside the loop.
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(k_ready.index(0), 0)
+    s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+    mbarrier.arrive(k_empty.index(0), count=1)  # one elected thread per consumer: count 2 in all
+    cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+    s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale)
+    acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
+
+    # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
+    # back edge from block j's exp2s (in one basic block ptxas hoisted it above the exps). Block
+    # 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker partition
+    # ("C7512 ... insufficient register resources"); peeled, the loop is entered or skipped with
+    # P V in flight on both paths.
+    acc, p, alpha, l_i, m_i = _kv_step(1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
+                                       v_ready, v_empty, s_init, qk_scale, p_layout, row_o)
+    for j in range(2, n_blocks):
+        acc, p, alpha, l_i, m_i = _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
+                                           v_ready, v_empty, s_init, qk_scale, p_layout, row_o)
+
+    # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    mbarrier.arrive(v_empty.index((n_blocks - 2 + STAGES) % STAGES), count=1)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+    p8 = _p_operand(p, p_layout)
+    last = (n_blocks - 1) % STAGES
+    mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // STAGES) & 1)
+    acc = warpgroup_mma(p8, vt_bufs.index(last).permute((1, 0)), acc, is_async=True)
+    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+    mbarrier.arrive(v_empty.index(last), count=1)
+
+    # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist straight
+    # into the caller's (B, S, H, D) or (B, H, S, D) view (once per CTA: plain masked stores).
+    out = acc * gl.expand_dims(v_descale / gl.convert_layout(l_i, row_o), 1)
+    d = gl.arange(0, HEAD_DIM, layout=col_o)
+    if HAS_V_MEAN:
+        out = out + gl.expand_dims(gl.load(v_mean_ptr + d), 0)
+    row = q_tile_row + WG * TILE_M + gl.arange(0, TILE_M, layout=row_o)
+    ptrs = out_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
+    gl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row < Sq, 1))
+
+
+@gluon.jit
+def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
+                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, so_b, so_h, so_s,
+                            HAS_V_MEAN: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+    """Grid (cdiv(Sq, 128), B*H). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D, S_blocks) rows;
+    descales fp32 (B*H,); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a (B, H, Sq, D) view with unit
+    last stride. num_warps = 4: the default partition is consumer warpgroup 0."""
+    WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
+    gl.static_assert(2 * WG_M == 128)
+    gl.static_assert(vt_desc.block_type.shape[0] == HEAD_DIM)
+    gl.static_assert(vt_desc.block_type.shape[1] == TILE_N)
+
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    n_blocks = gl.cdiv(Skv, TILE_N)
+    key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
+    q_tile_row = pid_m * 2 * WG_M
+    q_row = bh * Sq + q_tile_row
+    kv_row = bh * Skv - key_pad
+    vt_row = bh * HEAD_DIM
+    qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(k_descale_ptr + bh)
+    v_descale = gl.load(v_descale_ptr + bh)
+    out_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
+    v_mean_ptr = v_mean_ptr + bh * HEAD_DIM
+
+    # Shared memory: Q 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB) at D = 128.
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+    vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for i in gl.static_range(STAGES):
+        # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
+        # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
+
+    # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
+    # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
+    # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
+    gl.warp_specialize([
+        (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
+                     so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale, 0, HAS_V_MEAN, num_warps)),
+        (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
+                     so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale, 1, HAS_V_MEAN, num_warps)),
+        (_producer, (q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready,
+                     v_empty, q_row, kv_row, vt_row, n_blocks)),
+    ], [4, 1], [240, 24])
+
+
+# --------------------------------------------------------------------------------------------
+# Host side
+# --------------------------------------------------------------------------------------------
+def gluon_unavailable_reason(device: torch.device | None = None) -> str | None:
+    """Why this kernel cannot run here (None: it can): Gluon's Hopper API and an sm_90 GPU."""
+    if _IMPORT_ERROR is not None:
+        return f"triton {triton.__version__} has no usable Gluon Hopper API ({_IMPORT_ERROR!r})"
+    if not triton.__version__.startswith(TESTED_TRITON):
+        return (f"the Gluon kernel is written against triton {', '.join(v + 'x' for v in TESTED_TRITON)}; "
+                f"found {triton.__version__}")
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return "the Gluon kernel needs a CUDA GPU"
+    if torch.cuda.get_device_capability(device) != (9, 0):
+        return "the Gluon kernel uses Hopper's wgmma and TMA: it needs an sm_90 GPU (H100, H200)"
+    return None
+
+
+def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_causal: bool,
+                             return_lse: bool, has_k_bias: bool) -> str | None:
+    """Why a call's numerics or shape are outside this kernel (None: inside)."""
+    if per_token:
+        return "per-token scales"
+    if is_causal or return_lse or has_k_bias:
+        return "causal masks, LSE and smooth-Q's key bias"
+    if head_dim not in HEAD_DIMS:
+        return f"head dim {head_dim} (measured: {HEAD_DIMS})"
+    if seq_kv <= BLOCK_N:
+        return f"{seq_kv} keys (the schedule needs two key blocks: > {BLOCK_N})"
+    return None
+
+
+_LAYOUT_CACHE: dict = {}
+
+
+def _layouts(head_dim: int):
+    if head_dim not in _LAYOUT_CACHE:
+        fp8 = gl.float8e4nv
+        _LAYOUT_CACHE[head_dim] = (gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, head_dim], fp8),
+                                   gl.NVMMASharedLayout.get_default_for([BLOCK_N, head_dim], fp8),
+                                   gl.NVMMASharedLayout.get_default_for([head_dim, BLOCK_N], fp8))
+    return _LAYOUT_CACHE[head_dim]
+
+
+def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
+                           k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
+                           v_mean: torch.Tensor | None = None) -> None:
+    """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
+    (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
+    per-head descales (B, H) fp32 and, if V was smoothed, its mean ``v_mean`` (B, H, D) fp32."""
+    B, H, Sq, D = q8.shape
+    Skv = k8.shape[2]
+    assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
+    assert q8.is_contiguous() and k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
+    ql, kl, vl = _layouts(D)
+    q_desc = TensorDescriptor.from_tensor(q8.view(B * H * Sq, D), [BLOCK_M // 2, D], ql)
+    k_desc = TensorDescriptor.from_tensor(k8.view(B * H * Skv, D), [BLOCK_N, D], kl)
+    vt_desc = TensorDescriptor.from_tensor(v8t.view(B * H * D, v8t.shape[3]), [D, BLOCK_N], vl)
+    has_mean = v_mean is not None
+    _gluon_attention_kernel[(-(-Sq // BLOCK_M), B * H)](
+        q_desc, k_desc, vt_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
+        sm_scale * LOG2E, Sq, Skv, H, out.stride(0), out.stride(1), out.stride(2),
+        HAS_V_MEAN=has_mean, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
