@@ -35,7 +35,7 @@ import math
 import torch
 import triton
 
-from .numerics import MMA_KEY_BLOCK, mma_key_order, mma_row_length  # noqa: F401 - V^T's layout contract
+from .numerics import MMA_KEY_BLOCK, mma_row_length
 
 try:  # Gluon is experimental: a missing or changed API must not break the Triton kernels' import.
     from triton.experimental import gluon

@@ -58,17 +58,6 @@ def fp8(backend, granularity, **numerics):
     return run
 
 
-def fp8_head_triton_kernel(q, k, v):
-    """The whole per-head call on our Triton kernel, where ``accel-triton-head`` takes the Gluon
-    kernel (Hopper): the same quantization, the other attention kernel."""
-    from accel.kernels import ops
-
-    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-    q8, k8, v8t, qd, kd, vd, v_mean, _ = ops.quantize_qkv(q, k, v, "head", True, False, True)
-    return ops.fp8_attention(q8, k8, v8t, qd, kd, vd, v_mean, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype,
-                             "bshd", False)[0]
-
-
 def fp8_kernel_only(granularity):
     """Our attention kernel on pre-quantized inputs: the kernel's own speed."""
     from accel.kernels import ops
@@ -79,6 +68,13 @@ def fp8_kernel_only(granularity):
         return (q8, k8, v8t, qd, kd, vd, v_mean, q.shape[-1], q.shape[-1] ** -0.5, False, q.dtype, "bshd", False)
 
     return prepare, lambda *args: ops.fp8_attention(*args)[0]
+
+
+def fp8_head_triton_kernel():
+    """The whole per-head call on our Triton kernel, where ``accel-triton-head`` takes the Gluon
+    kernel (Hopper): kernel-only-head's preparation timed with it."""
+    prepare, run = fp8_kernel_only("head")
+    return None, lambda q, k, v: run(*prepare(q, k, v))
 
 
 def fp8_token_with_q_pass():
@@ -110,7 +106,7 @@ def methods():
         "sdpa-cudnn-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.CUDNN_ATTENTION)),
         "sdpa-efficient-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.EFFICIENT_ATTENTION)),
         "accel-triton-head": (None, fp8("triton", "head")),
-        "accel-head-triton-kernel": (None, fp8_head_triton_kernel),
+        "accel-head-triton-kernel": fp8_head_triton_kernel(),
         "accel-triton-token": (None, fp8("triton", "token")),
         "accel-token-q-pass": fp8_token_with_q_pass(),
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
