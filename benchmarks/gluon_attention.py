@@ -11,9 +11,10 @@ Read a schedule as: Q K^T (mma x4) and P V (mma x4) issue back to back; "wait1" 
 only; the ex2 run follows while P V is in flight; P V's "wait0" opens the next iteration (the
 loop is rotated). "wait0" right before the ex2s, or a ptxas "serialized" warning, means the
 overlap is lost. bar.sync/128: one consumer warpgroup meets before an mbarrier arrive.
-Kernel-only times: every kernel reads the same pre-quantized Q8 and K8 (per head, K smoothed);
-V^T in each kernel's own layout. The exploration variants of NOTES 28-29 (one 8-warp consumer
-partition, ping-pong turns, per-token scales) are in the git history of this file.
+Kernel-only times: every kernel reads the same pre-quantized Q8 and K8 (K smoothed) of its
+granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of both granularities.
+The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
+the git history of this file.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False):
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -168,11 +169,13 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False):
     signature = {"q_desc": desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
                  "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
-                 **{n: "i32" for n in ("Sq", "Skv", "H")}, **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "STAGES", "num_warps")}}
-    constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("STAGES"),): ga.NUM_STAGES,
-                  (names.index("num_warps"),): 4}
-    aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s")
+                 **{n: "i32" for n in ("Sq", "Skv", "H", "sqd_bh", "skd_bh")},
+                 **{n: "i64" for n in ("so_b", "so_h", "so_s")},
+                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
+    constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
+                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
+    aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
+               "sqd_bh", "skd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=ga.MAXNREG))
@@ -195,10 +198,11 @@ def compile_only(head_dim: int) -> None:
     from kernel_resources import cuobjdump, resources  # benchmarks/: cuobjdump's registers, stack, SASS
 
     print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, maxnreg {ga.MAXNREG}")
-    for has_mean in (False, True):
-        k = compile_for_hopper(head_dim, has_mean)
+    for per_token, has_mean in ((False, False), (False, True), (True, False)):
+        k = compile_for_hopper(head_dim, has_mean, per_token)
         regs, stack = resources(k)
-        print(f"\n=== HAS_V_MEAN={has_mean}: regs {regs}  stack {stack} B  shared {k.metadata.shared} B")
+        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean}: regs {regs}  stack {stack} B  "
+              f"shared {k.metadata.shared} B")
         ptx = k.asm["ptx"]
         setmax = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)))
         print("setmaxnreg:", ", ".join(f"{d} {n}" for d, n in setmax) or "none")
@@ -234,18 +238,27 @@ def gpu_run(shapes, records: list) -> None:
     def bench(fn):
         return do_bench(fn, warmup=50, rep=200, return_mode="median")
 
+    def inputs(q, k, v, granularity):
+        """Q8, K8 (K smoothed), descales, V^T in both key orders for one granularity."""
+        q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, granularity, True, False, False)
+        v8t, vd, _ = ops.quantize_value(v, granularity, False, True)
+        v8t_mma, _, _ = ops.quantize_value(v, granularity, False, True, "mma")
+        return q8, k8, qd, kd, v8t, v8t_mma, vd
+
+    def kernels(q8, k8, qd, kd, v8t, v8t_mma, vd, out, d, tag):
+        return {f"gluon-{tag}": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5),
+                f"triton-{tag}": lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)}
+
     for heads, sq, skv, d in shapes:
         flops = 4.0 * heads * sq * skv * d
         q, k, v = activation_like_qkv(1, heads, sq, skv, d, device="cuda")
-        q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, "head", True, False, False)
-        v8t, vd, _ = ops.quantize_value(v, "head", False, True)
-        v8t_mma, _, _ = ops.quantize_value(v, "head", False, True, "mma")
+        head = inputs(q, k, v, "head")
+        q8, k8, qd, kd, _, _, vd = head
         v8, _, _ = ops.quantize_value(v, "head", False, False)
         rows = torch.randperm(sq, device="cuda")[:256]
         ref, _ = exact_attention(q, k, v, rows=rows)
         out = torch.empty_like(q)
-        runs = {"gluon": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5),
-                "triton": lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)}
+        runs = {**kernels(*head, out, d, "head"), **kernels(*inputs(q, k, v, "token"), out, d, "token")}
         if fa3:
             def run_fa3():  # FA3 reads (B, S, H, D); writes its own output, copied for the check
                 o = flash_attn_interface.flash_attn_func(*(t.transpose(1, 2) for t in (q8, k8, v8)), q_descale=qd,
@@ -267,11 +280,12 @@ def gpu_run(shapes, records: list) -> None:
             rec = dict(shape=[heads, sq, skv, d], kernel=name, rel_l2=err, unwritten_rows=unwritten, ms=ms[name],
                        tflops=flops / ms[name] * 1e-9)
             records.append(rec)
-            print(f"{tag:<24} {name:<8} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
+            print(f"{tag:<24} {name:<12} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
-        ratios = "  ".join(f"{ms[n] / ms['gluon']:.2f}x {n}" for n in ms if n != "gluon")
-        records[-len(runs)]["ratios"] = ratios
-        print(f"{tag:<24} gluon speed: {ratios}", flush=True)
+        for g in ("head", "token"):
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", "fa3-fp8") if n in ms)
+            next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
+            print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 
 
 def main(argv=None) -> None:

@@ -67,8 +67,8 @@ case "$stage" in
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
   run gluon-tests 200 python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py \
     -k "gluon or matches_reference_on_gpu or nonfinite or smooth_v or small_shapes or key_order"
-  run gluon 150 python benchmarks/gluon_attention.py --json "$out/gluon.json" --shapes \
-    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128
+  run gluon 200 python benchmarks/gluon_attention.py --json "$out/gluon.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128,12x32760x1024x128,12x32760x2048x128,12x32760x4096x128,24x2048x2048x128
   run attention 200 python benchmarks/attention.py --quick --json "$out/attention.json"
   tail -n 3 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -E "rel. L2|speed|Error" "$out/gluon.log"; tail -n 25 "$out/attention.log"

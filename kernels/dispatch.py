@@ -35,7 +35,7 @@ def attention_kernel(device: torch.device, head_dim: int, seq_kv: int, granulari
     """"gluon" or "triton" for one call (:func:`accel.kernels.ops.fp8_attention`'s ``kernel``)."""
     if gluon_reason(device) is not None:
         return "triton"
-    unsupported = gluon_unsupported_reason(head_dim, seq_kv, granularity != "head", is_causal, return_lse,
+    unsupported = gluon_unsupported_reason(head_dim, seq_kv, granularity == "token", is_causal, return_lse,
                                            smooth_q)
     return "triton" if unsupported else "gluon"
 

@@ -11,11 +11,13 @@ lets the kernel schedule its warps itself:
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
   awaited: block j's exp2s run while P V is on the tensor cores.
 
-Numerics are the Triton kernel's (kernels/attention.py) with one scale per (batch, head) for Q,
-K and V: s = Q8 K8^T * sm_scale * log2(e) * q_descale * k_descale, exact running max, p = 256 *
-exp2(s - m) from one exp2 (FA3's offset), l sums the unquantized p, acc += e4m3(p) @ V8 in FP8
-with fp32 accumulators, out = acc / l * v_descale (+ V's mean when it was smoothed). The results
-differ from the Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
+Numerics are the Triton kernel's (kernels/attention.py): s = Q8 K8^T * sm_scale * log2(e) *
+q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (FA3's offset), l
+sums the unquantized p, acc += e4m3(p) @ V8 in FP8 with fp32 accumulators, out = acc / l *
+v_descale (+ V's mean when it was smoothed). Scales are per (batch, head) for Q, K and V, or per
+token for Q and K with per-channel V (``PER_TOKEN``): a query's descale rides on the exp2's FFMA
+for free; a key's costs one multiply per score, as in the Triton kernel. The results differ from
+the Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
 Q8 and K8 (B, H, S, 128) contiguous e4m3; V^T (B, H, 128, S_blocks) with S_blocks = Skv rounded
@@ -58,6 +60,11 @@ LOG2E = math.log2(math.e)
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
 HEAD_DIMS = (128,)  # measured head dims; others take the Triton kernel
+#: Shorter key sequences take the Triton kernel, faster there (H200, kernel only, 12x32760
+#: queries: per head 0.93x at 1024 keys, 1.04x at 2048; per token 0.95x at 2048 and 4096, 1.00x
+#: at 4608-16384, 1.10x from 32760; NOTES 31). Two key blocks at the very least (the schedule).
+MIN_KEYS = 2048
+MIN_KEYS_PER_TOKEN = 8192
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
@@ -97,11 +104,15 @@ def _producer(q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, 
 # Consumer partitions (one warpgroup each): MMAs and the online softmax.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale):
+def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
-    p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset)."""
+    p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
+    ``qk_scale``: a scalar, or with PER_TOKEN one per row (the query descales folded in)."""
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
-    p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
+    if PER_TOKEN:
+        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
+    else:
+        p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
     l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
     return p, alpha, l_i, m_new
@@ -126,12 +137,17 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 @gluon.jit
 def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
-             qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr):
+             qk_scale, k_descale_ptr, key_pad, p_layout: gl.constexpr, row_o: gl.constexpr,
+             PER_TOKEN: gl.constexpr):
     """Iteration j: finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     stage = j % STAGES
     prev = (j - 1) % STAGES
+    if PER_TOKEN:  # block j's key descales (all real keys for j >= 1), loaded under the wgmmas
+        TILE_N: gl.constexpr = k_bufs.type.shape[1]
+        cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_init.type.layout))
+        k_scale = gl.load(k_descale_ptr + (j * TILE_N - key_pad) + cols)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
     mbarrier.arrive(v_empty.index((j - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
@@ -146,15 +162,18 @@ def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_emp
     # under the softmax below.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale)
+    if PER_TOKEN:
+        s = s * gl.expand_dims(k_scale, 0)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
     return acc, p, alpha, l_i, m_i
 
 
 @gluon.jit
 def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-              so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale,
-              WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, num_warps: gl.constexpr):
-    """One warpgroup: query rows q_tile_row + 64 WG + [0, 64) of one head against every key block."""
+              q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale,
+              WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, num_warps: gl.constexpr):
+    """One warpgroup: query rows q_tile_row + 64 WG + [0, 64) of one head against every key block.
+    Descale pointers are this head's: scalars, or with PER_TOKEN one per query, key and channel."""
     q_smem = q_smem.index(WG)
     TILE_M: gl.constexpr = q_smem.type.shape[0]
     HEAD_DIM: gl.constexpr = q_smem.type.shape[1]
@@ -172,8 +191,16 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
 
-    m_i = gl.full([TILE_M], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([TILE_M], gl.float32, gl.SliceLayout(1, s_layout))
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+    cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+    if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
+        rows = q_tile_row + WG * TILE_M + gl.arange(0, TILE_M, layout=row_s)
+        qk_scale = gl.load(q_descale_ptr + rows, mask=rows < Sq, other=1.0) * qk_scale
+        k_scale = gl.load(k_descale_ptr - key_pad + cols, mask=cols >= key_pad, other=0.0)
+    else:
+        qk_scale = qk_scale * gl.load(q_descale_ptr) * gl.load(k_descale_ptr)
+    m_i = gl.full([TILE_M], float("-inf"), gl.float32, row_s)
+    l_i = gl.zeros([TILE_M], gl.float32, row_s)
     acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
     s_init = gl.zeros([TILE_M, TILE_N], gl.float32, s_layout)  # ignored: use_acc=False
 
@@ -184,9 +211,10 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
     s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
     s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
     mbarrier.arrive(k_empty.index(0), count=1)  # one elected thread per consumer: count 2 in all
-    cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
+    if PER_TOKEN:
+        s = s * gl.expand_dims(k_scale, 0)
     s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
     acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
     # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -195,10 +223,12 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
     # ("C7512 ... insufficient register resources"); peeled, the loop is entered or skipped with
     # P V in flight on both paths.
     acc, p, alpha, l_i, m_i = _kv_step(1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                       v_ready, v_empty, s_init, qk_scale, p_layout, row_o)
+                                       v_ready, v_empty, s_init, qk_scale, k_descale_ptr, key_pad, p_layout, row_o,
+                                       PER_TOKEN)
     for j in range(2, n_blocks):
         acc, p, alpha, l_i, m_i = _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                           v_ready, v_empty, s_init, qk_scale, p_layout, row_o)
+                                           v_ready, v_empty, s_init, qk_scale, k_descale_ptr, key_pad, p_layout, row_o,
+                                           PER_TOKEN)
 
     # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
@@ -213,8 +243,12 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
 
     # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist straight
     # into the caller's (B, S, H, D) or (B, H, S, D) view (once per CTA: plain masked stores).
-    out = acc * gl.expand_dims(v_descale / gl.convert_layout(l_i, row_o), 1)
     d = gl.arange(0, HEAD_DIM, layout=col_o)
+    inv_l = 1.0 / gl.convert_layout(l_i, row_o)
+    if PER_TOKEN:  # per-channel V
+        out = acc * gl.expand_dims(inv_l, 1) * gl.expand_dims(gl.load(v_descale_ptr + d), 0)
+    else:
+        out = acc * gl.expand_dims(gl.load(v_descale_ptr) * inv_l, 1)
     if HAS_V_MEAN:
         out = out + gl.expand_dims(gl.load(v_mean_ptr + d), 0)
     row = q_tile_row + WG * TILE_M + gl.arange(0, TILE_M, layout=row_o)
@@ -224,11 +258,13 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
 
 @gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
-                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, so_b, so_h, so_s,
-                            HAS_V_MEAN: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, so_b, so_h, so_s, sqd_bh, skd_bh,
+                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
+                            num_warps: gl.constexpr):
     """Grid (cdiv(Sq, 128), B*H). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D, S_blocks) rows;
-    descales fp32 (B*H,); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a (B, H, Sq, D) view with unit
-    last stride. num_warps = 4: the default partition is consumer warpgroup 0."""
+    descales fp32: (B*H,) each, or with PER_TOKEN Q's and K's rows of (B*H, *) with strides
+    sqd_bh and skd_bh and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a (B, H, Sq, D)
+    view with unit last stride. num_warps = 4: the default partition is consumer warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -244,8 +280,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     q_row = bh * Sq + q_tile_row
     kv_row = bh * Skv - key_pad
     vt_row = bh * HEAD_DIM
-    qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(k_descale_ptr + bh)
-    v_descale = gl.load(v_descale_ptr + bh)
+    if PER_TOKEN:
+        q_descale_ptr = q_descale_ptr + bh.to(gl.int64) * sqd_bh
+        k_descale_ptr = k_descale_ptr + bh.to(gl.int64) * skd_bh
+        v_descale_ptr = v_descale_ptr + bh * HEAD_DIM
+    else:
+        q_descale_ptr = q_descale_ptr + bh
+        k_descale_ptr = k_descale_ptr + bh
+        v_descale_ptr = v_descale_ptr + bh
     out_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
     v_mean_ptr = v_mean_ptr + bh * HEAD_DIM
 
@@ -273,9 +315,11 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
     gl.warp_specialize([
         (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-                     so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale, 0, HAS_V_MEAN, num_warps)),
+                     q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, sm_scale_log2, 0, HAS_V_MEAN,
+                     PER_TOKEN, num_warps)),
         (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-                     so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale, v_descale, 1, HAS_V_MEAN, num_warps)),
+                     q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, sm_scale_log2, 1, HAS_V_MEAN,
+                     PER_TOKEN, num_warps)),
         (_producer, (q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready,
                      v_empty, q_row, kv_row, vt_row, n_blocks)),
     ], [4, 1], [240, 24])
@@ -298,17 +342,16 @@ def gluon_unavailable_reason(device: torch.device | None = None) -> str | None:
     return None
 
 
-def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_causal: bool,
-                             return_lse: bool, has_k_bias: bool) -> str | None:
+def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_causal: bool, return_lse: bool,
+                             has_k_bias: bool) -> str | None:
     """Why a call's numerics or shape are outside this kernel (None: inside)."""
-    if per_token:
-        return "per-token scales"
     if is_causal or return_lse or has_k_bias:
         return "causal masks, LSE and smooth-Q's key bias"
     if head_dim not in HEAD_DIMS:
         return f"head dim {head_dim} (measured: {HEAD_DIMS})"
-    if seq_kv <= BLOCK_N:
-        return f"{seq_kv} keys (the schedule needs two key blocks: > {BLOCK_N})"
+    min_keys = MIN_KEYS_PER_TOKEN if per_token else MIN_KEYS
+    if seq_kv < min_keys:
+        return f"{seq_kv} keys (the Triton kernel is as fast or faster below {min_keys})"
     return None
 
 
@@ -329,10 +372,19 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
                            v_mean: torch.Tensor | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
-    per-head descales (B, H) fp32 and, if V was smoothed, its mean ``v_mean`` (B, H, D) fp32."""
+    fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
+    last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
+    fp32."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
+    per_token = k_descale.dim() == 3
+    if per_token:
+        assert q_descale.shape == (B, H, Sq) and k_descale.shape == (B, H, Skv) and v_descale.shape == (B, H, D)
+        assert q_descale.stride(2) == k_descale.stride(2) == 1 and v_descale.is_contiguous()
+        assert q_descale.stride(0) == H * q_descale.stride(1) and k_descale.stride(0) == H * k_descale.stride(1)
+    else:
+        assert q_descale.numel() == k_descale.numel() == v_descale.numel() == B * H
     assert q8.is_contiguous() and k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
     ql, kl, vl = _layouts(D)
     q_desc = TensorDescriptor.from_tensor(q8.view(B * H * Sq, D), [BLOCK_M // 2, D], ql)
@@ -342,4 +394,5 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     _gluon_attention_kernel[(-(-Sq // BLOCK_M), B * H)](
         q_desc, k_desc, vt_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, out.stride(0), out.stride(1), out.stride(2),
-        HAS_V_MEAN=has_mean, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
+        q_descale.stride(1) if per_token else 0, k_descale.stride(1) if per_token else 0,
+        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)

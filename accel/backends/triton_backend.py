@@ -1,5 +1,6 @@
 """Our kernels: the Triton kernel (every granularity, any head dim up to 128, causal or not,
-LSE) and, on Hopper where it applies, the Gluon kernel with FlashAttention-3's schedule."""
+LSE) and, on Hopper where it applies (D = 128, long key sequences, per-head or per-token scales),
+the Gluon kernel with FlashAttention-3's schedule."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ class TritonBackend(Backend):
         from accel.kernels.dispatch import v_key_order
 
         kernel = _kernel(call)
-        if (call.granularity == "token" and not call.smooth_q
+        if (kernel == "triton" and call.granularity == "token" and not call.smooth_q
                 and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS):
             # Q's per-token scales come from its own rows: the kernel quantizes each query tile
             # it loads, which spares a whole pass over Q (most of the work when Sq >> Skv).
@@ -63,7 +64,7 @@ class TritonBackend(Backend):
 
 
 def _kernel(call: AttentionCall) -> str:
-    """Our Gluon kernel (FA3's schedule, Hopper, per-head scales) where it serves the call, else
+    """Our Gluon kernel (FA3's schedule, Hopper) where it serves the call, else
     our Triton kernel: both quantization and attention follow this one answer."""
     from accel.kernels.dispatch import attention_kernel
 
