@@ -169,7 +169,7 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
     signature = {"q_desc": desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
                  "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
-                 **{n: "i32" for n in ("Sq", "Skv", "H", "sqd_bh", "skd_bh")},
+                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "skd_bh")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,

@@ -32,6 +32,7 @@ this was written and measured against (3.6). Elsewhere the Triton kernel serves 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -74,30 +75,43 @@ MAXNREG = 168
 
 
 # --------------------------------------------------------------------------------------------
-# Producer partition (1 warp): Q once, then K_j and V^T_j into the ring.
+# Producer partition (1 warp): per tile, Q into one of two buffers, then K_j and V^T_j into the
+# ring; it runs ahead across tiles, so the next tile's Q and first blocks land during this one.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _producer(q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty,
-              q_row, kv_row, vt_row, n_blocks):
+def _producer(q_desc, k_desc, vt_desc, q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+              v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad):
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
-    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)  # one 64-row Q tile per consumer warpgroup
-    tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_bar, q_smem.index(0))
-    tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_bar, q_smem.index(1))
-    for j in range(n_blocks):
-        stage = j % STAGES
+    HEAD_DIM: gl.constexpr = vt_desc.block_type.shape[0]
+    i = 0  # this CTA's tiles so far: Q buffer i % 2; key blocks counted across tiles
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        bh = t // n_m
+        qb = i % 2
         # Empty barriers start with their "previous phase" complete, so the first lap (parity 1)
-        # does not block: the ring fills STAGES tiles ahead of the consumers.
-        parity = ((j // STAGES) & 1) ^ 1
-        # K and V^T have separate barriers: Q K^T of block j can start before V^T_j has landed.
-        # K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros.
-        mbarrier.wait(k_empty.index(stage), parity)
-        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage), k_bufs.index(stage))
-        mbarrier.wait(v_empty.index(stage), parity)
-        mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(vt_desc, [vt_row, j * TILE_N], v_ready.index(stage), vt_bufs.index(stage))
+        # does not block.
+        mbarrier.wait(q_empty.index(qb), ((i // 2) & 1) ^ 1)
+        mbarrier.expect(q_ready.index(qb), 2 * q_desc.block_type.nbytes)  # one 64-row tile per consumer
+        q_row = bh * Sq + (t % n_m) * 2 * WG_M
+        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(2 * qb))
+        tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_ready.index(qb), q_bufs.index(2 * qb + 1))
+        kv_row = bh * Skv - key_pad
+        for j in range(n_blocks):
+            g = i * n_blocks + j
+            stage = g % STAGES
+            parity = ((g // STAGES) & 1) ^ 1
+            # K and V^T have separate barriers: Q K^T of block j can start before V^T_j has landed.
+            # K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros.
+            mbarrier.wait(k_empty.index(stage), parity)
+            mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage),
+                                            k_bufs.index(stage))
+            mbarrier.wait(v_empty.index(stage), parity)
+            mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage),
+                                            vt_bufs.index(stage))
+        i += 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,27 +150,28 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 
 @gluon.jit
-def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
+def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
              qk_scale, k_descale_ptr, key_pad, p_layout: gl.constexpr, row_o: gl.constexpr,
              PER_TOKEN: gl.constexpr):
-    """Iteration j: finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
+    """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
+    and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
     STAGES: gl.constexpr = k_bufs.type.shape[0]
-    stage = j % STAGES
-    prev = (j - 1) % STAGES
+    stage = g % STAGES
+    prev = (g - 1) % STAGES
     if PER_TOKEN:  # block j's key descales (all real keys for j >= 1), loaded under the wgmmas
         TILE_N: gl.constexpr = k_bufs.type.shape[1]
         cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_init.type.layout))
         k_scale = gl.load(k_descale_ptr + (j * TILE_N - key_pad) + cols)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
-    mbarrier.arrive(v_empty.index((j - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
+    mbarrier.arrive(v_empty.index((g - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
     p8 = _p_operand(p, p_layout)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
-    mbarrier.wait(k_ready.index(stage), (j // STAGES) & 1)
+    mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
     s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
-    mbarrier.wait(v_ready.index(prev), ((j - 1) // STAGES) & 1)
+    mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
     acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
     # wgmma groups retire in order: with one outstanding, S_j is done and P V keeps running
     # under the softmax below.
@@ -169,14 +184,14 @@ def _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_emp
 
 
 @gluon.jit
-def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-              q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, qk_scale,
+def _consumer(q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
+              q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
+              n_blocks, key_pad, sm_scale_log2,
               WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, num_warps: gl.constexpr):
-    """One warpgroup: query rows q_tile_row + 64 WG + [0, 64) of one head against every key block.
-    Descale pointers are this head's: scalars, or with PER_TOKEN one per query, key and channel."""
-    q_smem = q_smem.index(WG)
-    TILE_M: gl.constexpr = q_smem.type.shape[0]
-    HEAD_DIM: gl.constexpr = q_smem.type.shape[1]
+    """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
+    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
+    TILE_M: gl.constexpr = q_bufs.type.shape[1]
+    HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
     TILE_N: gl.constexpr = k_bufs.type.shape[1]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     gl.static_assert(TILE_M == 16 * num_warps, "one 64-row slab per consumer warpgroup")
@@ -188,83 +203,100 @@ def _consumer(q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
     col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
-
-    row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
     cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
-    if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
-        rows = q_tile_row + WG * TILE_M + gl.arange(0, TILE_M, layout=row_s)
-        qk_scale = gl.load(q_descale_ptr + rows, mask=rows < Sq, other=1.0) * qk_scale
-        k_scale = gl.load(k_descale_ptr - key_pad + cols, mask=cols >= key_pad, other=0.0)
-    else:
-        qk_scale = qk_scale * gl.load(q_descale_ptr) * gl.load(k_descale_ptr)
-    m_i = gl.full([TILE_M], float("-inf"), gl.float32, row_s)
-    l_i = gl.zeros([TILE_M], gl.float32, row_s)
-    acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
+    d = gl.arange(0, HEAD_DIM, layout=col_o)
     s_init = gl.zeros([TILE_M, TILE_N], gl.float32, s_layout)  # ignored: use_acc=False
 
-    # Stage 0 - prologue: S_0 and its softmax; block 0 holds the key_pad padding columns (keys
-    # are right-aligned), the one mask of the kernel, outside the loop.
-    mbarrier.wait(q_bar, 0)
-    mbarrier.wait(k_ready.index(0), 0)
-    s = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_init, use_acc=False, is_async=True)
-    s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-    mbarrier.arrive(k_empty.index(0), count=1)  # one elected thread per consumer: count 2 in all
-    if PER_TOKEN:
-        s = s * gl.expand_dims(k_scale, 0)
-    s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
-    acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
+    i = 0  # this CTA's tiles so far (as the producer counts them)
+    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
+        bh = t // n_m
+        row0 = (t % n_m) * 2 * TILE_M + WG * TILE_M  # this warpgroup's first query row
+        qb = i % 2
+        q_smem = q_bufs.index(2 * qb + WG)
+        base = i * n_blocks  # key block 0's number across the CTA's tiles
+        if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
+            rows = row0 + gl.arange(0, TILE_M, layout=row_s)
+            kd_ptr = k_descale_ptr + bh.to(gl.int64) * skd_bh
+            qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
+            qk_scale = qk_scale * sm_scale_log2
+            k_scale = gl.load(kd_ptr - key_pad + cols, mask=cols >= key_pad, other=0.0)
+        else:
+            kd_ptr = k_descale_ptr + bh
+            qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(kd_ptr)
+        m_i = gl.full([TILE_M], float("-inf"), gl.float32, row_s)
+        l_i = gl.zeros([TILE_M], gl.float32, row_s)
+        acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
 
-    # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
-    # back edge from block j's exp2s (in one basic block ptxas hoisted it above the exps). Block
-    # 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker partition
-    # ("C7512 ... insufficient register resources"); peeled, the loop is entered or skipped with
-    # P V in flight on both paths.
-    acc, p, alpha, l_i, m_i = _kv_step(1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                       v_ready, v_empty, s_init, qk_scale, k_descale_ptr, key_pad, p_layout, row_o,
-                                       PER_TOKEN)
-    for j in range(2, n_blocks):
-        acc, p, alpha, l_i, m_i = _kv_step(j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty,
-                                           v_ready, v_empty, s_init, qk_scale, k_descale_ptr, key_pad, p_layout, row_o,
-                                           PER_TOKEN)
+        # Stage 0 - prologue: S_0 and its softmax; block 0 holds the key_pad padding columns (keys
+        # are right-aligned), the one mask of the kernel, outside the loop.
+        mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
+        mbarrier.wait(k_ready.index(base % STAGES), (base // STAGES) & 1)
+        s = warpgroup_mma(q_smem, k_bufs.index(base % STAGES).permute((1, 0)), s_init, use_acc=False,
+                          is_async=True)
+        s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+        mbarrier.arrive(k_empty.index(base % STAGES), count=1)  # one elected thread per consumer: count 2
+        if PER_TOKEN:
+            s = s * gl.expand_dims(k_scale, 0)
+        s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
+        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
+        acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
-    # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    mbarrier.arrive(v_empty.index((n_blocks - 2 + STAGES) % STAGES), count=1)
-    acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-    p8 = _p_operand(p, p_layout)
-    last = (n_blocks - 1) % STAGES
-    mbarrier.wait(v_ready.index(last), ((n_blocks - 1) // STAGES) & 1)
-    acc = warpgroup_mma(p8, vt_bufs.index(last).permute((1, 0)), acc, is_async=True)
-    acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-    mbarrier.arrive(v_empty.index(last), count=1)
+        # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
+        # back edge from block j's exp2s (in one basic block ptxas hoisted it above the exps).
+        # Block 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker
+        # partition ("C7512 ... insufficient register resources"); peeled, the loop is entered or
+        # skipped with P V in flight on both paths.
+        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready,
+                                           k_empty, v_ready, v_empty, s_init, qk_scale, kd_ptr, key_pad, p_layout,
+                                           row_o, PER_TOKEN)
+        for j in range(2, n_blocks):
+            acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
+                                               k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, kd_ptr, key_pad,
+                                               p_layout, row_o, PER_TOKEN)
+        # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
+        mbarrier.arrive(q_empty.index(qb), count=1)
 
-    # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist straight
-    # into the caller's (B, S, H, D) or (B, H, S, D) view (once per CTA: plain masked stores).
-    d = gl.arange(0, HEAD_DIM, layout=col_o)
-    inv_l = 1.0 / gl.convert_layout(l_i, row_o)
-    if PER_TOKEN:  # per-channel V
-        out = acc * gl.expand_dims(inv_l, 1) * gl.expand_dims(gl.load(v_descale_ptr + d), 0)
-    else:
-        out = acc * gl.expand_dims(gl.load(v_descale_ptr) * inv_l, 1)
-    if HAS_V_MEAN:
-        out = out + gl.expand_dims(gl.load(v_mean_ptr + d), 0)
-    row = q_tile_row + WG * TILE_M + gl.arange(0, TILE_M, layout=row_o)
-    ptrs = out_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
-    gl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row < Sq, 1))
+        # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
+        last = base + n_blocks - 1
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        mbarrier.arrive(v_empty.index((last - 1) % STAGES), count=1)
+        acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+        p8 = _p_operand(p, p_layout)
+        mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
+        acc = warpgroup_mma(p8, vt_bufs.index(last % STAGES).permute((1, 0)), acc, is_async=True)
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+        mbarrier.arrive(v_empty.index(last % STAGES), count=1)
+
+        # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist
+        # straight into the caller's (B, S, H, D) or (B, H, S, D) view (plain masked stores).
+        inv_l = 1.0 / gl.convert_layout(l_i, row_o)
+        if PER_TOKEN:  # per-channel V
+            out = acc * gl.expand_dims(inv_l, 1) * gl.expand_dims(gl.load(v_descale_ptr + bh * HEAD_DIM + d), 0)
+        else:
+            out = acc * gl.expand_dims(gl.load(v_descale_ptr + bh) * inv_l, 1)
+        if HAS_V_MEAN:
+            out = out + gl.expand_dims(gl.load(v_mean_ptr + bh * HEAD_DIM + d), 0)
+        row = row0 + gl.arange(0, TILE_M, layout=row_o)
+        o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
+        ptrs = o_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
+        gl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row < Sq, 1))
+        i += 1
 
 
 @gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
-                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, so_b, so_h, so_s, sqd_bh, skd_bh,
+                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, skd_bh,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
                             num_warps: gl.constexpr):
-    """Grid (cdiv(Sq, 128), B*H). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D, S_blocks) rows;
-    descales fp32: (B*H,) each, or with PER_TOKEN Q's and K's rows of (B*H, *) with strides
-    sqd_bh and skd_bh and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a (B, H, Sq, D)
-    view with unit last stride. num_warps = 4: the default partition is consumer warpgroup 0."""
+    """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
+    wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
+    S_blocks) rows; descales fp32: (B*H,) each, or with PER_TOKEN Q's and K's rows of (B*H, *)
+    with strides sqd_bh and skd_bh and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
+    (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
+    warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -272,38 +304,27 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     gl.static_assert(vt_desc.block_type.shape[0] == HEAD_DIM)
     gl.static_assert(vt_desc.block_type.shape[1] == TILE_N)
 
-    pid_m = gl.program_id(0)
-    bh = gl.program_id(1)
+    n_m = gl.cdiv(Sq, 2 * WG_M)
+    n_tiles = n_m * BH
     n_blocks = gl.cdiv(Skv, TILE_N)
     key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
-    q_tile_row = pid_m * 2 * WG_M
-    q_row = bh * Sq + q_tile_row
-    kv_row = bh * Skv - key_pad
-    vt_row = bh * HEAD_DIM
-    if PER_TOKEN:
-        q_descale_ptr = q_descale_ptr + bh.to(gl.int64) * sqd_bh
-        k_descale_ptr = k_descale_ptr + bh.to(gl.int64) * skd_bh
-        v_descale_ptr = v_descale_ptr + bh * HEAD_DIM
-    else:
-        q_descale_ptr = q_descale_ptr + bh
-        k_descale_ptr = k_descale_ptr + bh
-        v_descale_ptr = v_descale_ptr + bh
-    out_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
-    v_mean_ptr = v_mean_ptr + bh * HEAD_DIM
 
-    # Shared memory: Q 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB) at D = 128.
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+    # Shared memory: Q 2 tiles x 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB) at D = 128.
+    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_bar, count=1)
+    # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
+    # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=2)
     for i in gl.static_range(STAGES):
-        # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
-        # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)
         mbarrier.init(v_ready.index(i), count=1)
@@ -314,14 +335,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
     # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
     gl.warp_specialize([
-        (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-                     q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, sm_scale_log2, 0, HAS_V_MEAN,
-                     PER_TOKEN, num_warps)),
-        (_consumer, (q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-                     q_descale_ptr, k_descale_ptr, v_descale_ptr, so_s, q_tile_row, n_blocks, key_pad, Sq, sm_scale_log2, 1, HAS_V_MEAN,
-                     PER_TOKEN, num_warps)),
-        (_producer, (q_desc, k_desc, vt_desc, q_smem, k_bufs, vt_bufs, q_bar, k_ready, k_empty, v_ready,
-                     v_empty, q_row, kv_row, vt_row, n_blocks)),
+        (_consumer, (q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
+                     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H,
+                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN, num_warps)),
+        (_consumer, (q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
+                     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H,
+                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN, num_warps)),
+        (_producer, (q_desc, k_desc, vt_desc, q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad)),
     ], [4, 1], [240, 24])
 
 
@@ -367,6 +388,11 @@ def _layouts(head_dim: int):
     return _LAYOUT_CACHE[head_dim]
 
 
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
 def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
                            v_mean: torch.Tensor | None = None) -> None:
@@ -391,8 +417,9 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     k_desc = TensorDescriptor.from_tensor(k8.view(B * H * Skv, D), [BLOCK_N, D], kl)
     vt_desc = TensorDescriptor.from_tensor(v8t.view(B * H * D, v8t.shape[3]), [D, BLOCK_N], vl)
     has_mean = v_mean is not None
-    _gluon_attention_kernel[(-(-Sq // BLOCK_M), B * H)](
+    tiles = -(-Sq // BLOCK_M) * B * H
+    _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)),)](
         q_desc, k_desc, vt_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
-        sm_scale * LOG2E, Sq, Skv, H, out.stride(0), out.stride(1), out.stride(2),
+        sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token else 0, k_descale.stride(1) if per_token else 0,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
