@@ -246,8 +246,13 @@ def gpu_run(shapes, records: list) -> None:
         return q8, k8, qd, kd, v8t, v8t_mma, vd
 
     def kernels(q8, k8, qd, kd, v8t, v8t_mma, vd, out, d, tag):
-        return {f"gluon-{tag}": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5),
+        runs = {f"gluon-{tag}": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5,
+                                                                   persistent=True),
                 f"triton-{tag}": lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)}
+        if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
+            runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
+                                                                          d ** -0.5, persistent=False)
+        return runs
 
     for heads, sq, skv, d in shapes:
         flops = 4.0 * heads * sq * skv * d
@@ -280,10 +285,11 @@ def gpu_run(shapes, records: list) -> None:
             rec = dict(shape=[heads, sq, skv, d], kernel=name, rel_l2=err, unwritten_rows=unwritten, ms=ms[name],
                        tflops=flops / ms[name] * 1e-9)
             records.append(rec)
-            print(f"{tag:<24} {name:<12} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
+            print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
         for g in ("head", "token"):
-            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", "fa3-fp8") if n in ms)
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
+                                                                                  "fa3-fp8") if n in ms)
             next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
             print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 

@@ -6,6 +6,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 2    # numerics' costs; Wan-1.3B, Flux, one Wan-14B block
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon kernel: tests, against FA3 FP8, whole calls
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 5    # issue 3's final table (kernel only, whole calls)
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -73,7 +74,19 @@ case "$stage" in
   tail -n 3 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -E "rel. L2|speed|Error" "$out/gluon.log"; tail -n 25 "$out/attention.log"
   ;;
+5)
+  # Issue 3's final table in one call: the Gluon kernel's tail-shape tests, kernel only against FA3
+  # FP8 (both grids), then every reference row whole-call against cuDNN, FA3 bf16 and torchao-style.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run gluon-tests 120 python -m pytest -q -x tests/test_gpu.py -k "gluon_kernel_small or gluon_kernel_serves"
+  run gluon 120 python benchmarks/gluon_attention.py --json "$out/gluon.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128,24x2048x2048x128
+  run attention 300 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/attention.json" --methods \
+    sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-head,kernel-only-token,fa3-fp8-kernel-only
+  tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
+  grep -E "speed|Error" "$out/gluon.log"; tail -n 16 "$out/attention.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1, 2, 3 or 4" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 5" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -61,11 +61,14 @@ LOG2E = math.log2(math.e)
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
 HEAD_DIMS = (128,)  # measured head dims; others take the Triton kernel
-#: Shorter key sequences take the Triton kernel, faster there (H200, kernel only, 12x32760
-#: queries: per head 0.93x at 1024 keys, 1.04x at 2048; per token 0.95x at 2048 and 4096, 1.00x
-#: at 4608-16384, 1.10x from 32760; NOTES 31). Two key blocks at the very least (the schedule).
-MIN_KEYS = 2048
-MIN_KEYS_PER_TOKEN = 8192
+#: Shorter key sequences take the Triton kernel (H200, kernel only, 12x32760 queries, persistent
+#: grid: per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024; per token 0.99x at 512,
+#: 1.01x at 1024-2048, 1.02x at 4096, where the Triton kernel's in-kernel Q quantization, up to
+#: 2048 keys, still spares the whole call a pass; NOTES 31). Two key blocks at the very least.
+MIN_KEYS = 512
+MIN_KEYS_PER_TOKEN = 4096
+#: Persistent grid up to this many keys (not yet measured: every call).
+PERSISTENT_MAX_KEYS = 1 << 31
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
@@ -388,6 +391,12 @@ def _layouts(head_dim: int):
     return _LAYOUT_CACHE[head_dim]
 
 
+def persistent_grid(seq_kv: int) -> bool:
+    """Whether a call loops over tiles in one CTA per SM (the next tile's loads and start overlap
+    this one's end) or launches one CTA per tile: see PERSISTENT_MAX_KEYS."""
+    return seq_kv <= PERSISTENT_MAX_KEYS
+
+
 @functools.lru_cache(maxsize=None)
 def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -395,12 +404,13 @@ def _sm_count(device: torch.device) -> int:
 
 def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
-                           v_mean: torch.Tensor | None = None) -> None:
+                           v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
     last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
-    fp32."""
+    fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
+    choice for the shape, :func:`persistent_grid`)."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
@@ -418,7 +428,9 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     vt_desc = TensorDescriptor.from_tensor(v8t.view(B * H * D, v8t.shape[3]), [D, BLOCK_N], vl)
     has_mean = v_mean is not None
     tiles = -(-Sq // BLOCK_M) * B * H
-    _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)),)](
+    if persistent is None:
+        persistent = persistent_grid(Skv)
+    _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)) if persistent else tiles,)](
         q_desc, k_desc, vt_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token else 0, k_descale.stride(1) if per_token else 0,
