@@ -7,6 +7,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 3    # Wan-14B 720p and 480p, profiled
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon kernel: tests, against FA3 FP8, whole calls
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 5    # issue 3's final table (kernel only, whole calls)
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 6    # the Gluon kernel at D = 64; 75600 tokens' grid
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -86,7 +87,20 @@ case "$stage" in
   tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -E "speed|Error" "$out/gluon.log"; tail -n 16 "$out/attention.log"
   ;;
+6)
+  # The Gluon kernel at D = 64 (tests, kernel only against FA3 FP8 and our Triton kernel, whole
+  # calls) and the 40x75600 D = 128 whole call with one CTA per tile (PERSISTENT_MAX_KEYS).
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run gluon-tests 120 python -m pytest -q tests/test_gpu.py -k "gluon_kernel_head_dim_64 or gluon_kernel_serves"
+  d64=24x4608x4608x64,24x8192x8192x64,24x16384x16384x64,12x32760x32760x64,40x75600x75600x64
+  run gluon 120 python benchmarks/gluon_attention.py --json "$out/gluon.json" --shapes "$d64"
+  run attention 200 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/attention.json" \
+    --shapes "$d64,40x75600x75600x128" \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,fa3-fp8-kernel-only
+  tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
+  grep -E "speed|Error" "$out/gluon.log"; tail -n 8 "$out/attention.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 5" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 6" >&2; exit 2 ;;
 esac
 cat "$summary"

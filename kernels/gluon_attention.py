@@ -60,15 +60,18 @@ except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason(
 LOG2E = math.log2(math.e)
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
-HEAD_DIMS = (128,)  # measured head dims; others take the Triton kernel
+HEAD_DIMS = (64, 128)  # others take the Triton kernel
 #: Shorter key sequences take the Triton kernel (H200, kernel only, 12x32760 queries, persistent
 #: grid: per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024; per token 0.99x at 512,
 #: 1.01x at 1024-2048, 1.02x at 4096, where the Triton kernel's in-kernel Q quantization, up to
 #: 2048 keys, still spares the whole call a pass; NOTES 31). Two key blocks at the very least.
 MIN_KEYS = 512
 MIN_KEYS_PER_TOKEN = 4096
-#: Persistent grid up to this many keys (not yet measured: every call).
-PERSISTENT_MAX_KEYS = 1 << 31
+#: Persistent grid up to this many keys; longer calls launch one CTA per tile (H200, per head,
+#: D = 128, persistent against one CTA per tile: 1.30x at 512 keys, 1.04x at 4608, 1.00x at
+#: 8192 and 16384, 1.02x at 32760, 0.97x at 75600, where CTAs drifting apart over ~180 tiles
+#: each spread over more heads' K and V than L2 holds; NOTES 31).
+PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)

@@ -3,6 +3,7 @@
     accel bench attention                          # the full table (H100/H200: ~4 min)
     python benchmarks/attention.py                 # the same
     python benchmarks/attention.py --quick         # three shapes
+    python benchmarks/attention.py --shapes 24x8192x8192x64,12x32760x512x128  # these
     python benchmarks/attention.py --json out.json # also save every number
 
 Times are CUDA-event medians (triton.testing.do_bench) of the whole call from bf16 (B, S, H, D)
@@ -154,6 +155,7 @@ def bench_shape(heads, sq, skv, d, names, args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="three shapes only")
+    p.add_argument("--shapes", default=None, help="comma-separated HxSqxSkvxD (instead of the reference rows)")
     p.add_argument("--methods", default=None, help="comma-separated subset of methods")
     p.add_argument("--kind", default="activation", help="input kind (accel.testing.INPUT_KINDS)")
     p.add_argument("--warmup", type=int, default=100, help="warm-up, ms")
@@ -173,7 +175,11 @@ def main(argv=None):
     }
     print(json.dumps(env))
     table = []
-    for heads, sq, skv, d in QUICK_SHAPES if args.quick else FULL_SHAPES:
+    if args.shapes:
+        shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
+    else:
+        shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    for heads, sq, skv, d in shapes:
         res = bench_shape(heads, sq, skv, d, names, args)
         table.append({"heads": heads, "sq": sq, "skv": skv, "d": d, "results": res})
         base = res.get("sdpa-cudnn-bf16", {}).get("ms")
