@@ -43,11 +43,22 @@ def environment_report() -> dict:
                 "compute capability": f"{major}.{minor}",
                 "memory GiB": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
                 "fp8": "yes" if fp8 else f"no (needs compute capability >= {'.'.join(map(str, MIN_FP8_CAPABILITY))})",
+                "gluon kernel": _gluon_status(i),
             })
     backends = {name: _backend_status(name, backend.unavailable_reason(), report["gpus"])
                 for name, backend in BACKENDS.items()}
     report["backends"] = backends
     return report
+
+
+def _gluon_status(index: int) -> str:
+    """Whether the triton backend's Gluon kernel (FA3's schedule, Hopper) serves this GPU."""
+    try:
+        from .kernels.dispatch import gluon_reason
+    except ImportError as exc:  # no triton: the triton backend's own status says so
+        return f"no ({exc})"
+    reason = gluon_reason(torch.device("cuda", index))
+    return "yes (D = 128 calls)" if reason is None else f"no ({reason}; the Triton kernel serves)"
 
 
 def _backend_status(name: str, reason: str | None, gpus: list[dict]) -> str:

@@ -8,6 +8,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 4    # Gluon kernel: tests, against FA3 FP8, whole calls
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 5    # issue 3's final table (kernel only, whole calls)
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 6    # the Gluon kernel at D = 64; 75600 tokens' grid
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 7    # FLUX 1024: FP8 below the key threshold?
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -100,7 +101,14 @@ case "$stage" in
   tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -E "speed|Error" "$out/gluon.log"; tail -n 8 "$out/attention.log"
   ;;
+7)
+  # FLUX 1024x1024 (4608 tokens, below CUDA_MIN_KEYS): does FP8 pay inside the model, where the
+  # host's time per attention call can hide under the GPU's? Rotated rounds (NOTES 20).
+  run flux-1024-all-keys 170 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
+    --variants _native_cudnn,fa3-bf16,accel-speed,speed-all-keys,speed-all-keys-triton --json "$out/flux-1024-all-keys.json"
+  tail -n 12 "$out/flux-1024-all-keys.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 6" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 7" >&2; exit 2 ;;
 esac
 cat "$summary"

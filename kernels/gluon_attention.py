@@ -60,7 +60,10 @@ except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason(
 LOG2E = math.log2(math.e)
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
-HEAD_DIMS = (64, 128)  # others take the Triton kernel
+HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
+#: Head dims dispatched here. At D = 64 the Gluon kernel is correct but no faster than the Triton
+#: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 32).
+DISPATCHED_HEAD_DIMS = (128,)
 #: Shorter key sequences take the Triton kernel (H200, kernel only, 12x32760 queries, persistent
 #: grid: per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024; per token 0.99x at 512,
 #: 1.01x at 1024-2048, 1.02x at 4096, where the Triton kernel's in-kernel Q quantization, up to
@@ -374,8 +377,8 @@ def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_cau
     """Why a call's numerics or shape are outside this kernel (None: inside)."""
     if is_causal or return_lse or has_k_bias:
         return "causal masks, LSE and smooth-Q's key bias"
-    if head_dim not in HEAD_DIMS:
-        return f"head dim {head_dim} (measured: {HEAD_DIMS})"
+    if head_dim not in DISPATCHED_HEAD_DIMS:
+        return f"head dim {head_dim} (the Gluon kernel is faster at {DISPATCHED_HEAD_DIMS})"
     min_keys = MIN_KEYS_PER_TOKEN if per_token else MIN_KEYS
     if seq_kv < min_keys:
         return f"{seq_kv} keys (the Triton kernel is as fast or faster below {min_keys})"

@@ -129,6 +129,10 @@ def variants(device: str, fa3: bool | None = None) -> dict:
         v["accel-speed-triton"] = ("preset", "speed", "triton")
     if device == "cuda":  # would balanced gain from per-token scales? The same plan with them
         v["balanced-token-scales"] = ("preset", BALANCED_TOKEN_SCALES, fp8_backend)
+        # Is the key-count threshold right inside a model, where the host's time per call can
+        # overlap the GPU's? speed in FP8 at every key count, on our kernels and on `auto`'s.
+        v["speed-all-keys"] = ("preset", SPEED_ALL_KEYS, fp8_backend)
+        v["speed-all-keys-triton"] = ("preset", SPEED_ALL_KEYS, "triton")
     return v
 
 
@@ -137,6 +141,12 @@ def variants(device: str, fa3: bool | None = None) -> dict:
 BALANCED_TOKEN_SCALES = Plan(tuple(dataclasses.replace(rule, fp8=dataclasses.replace(rule.fp8, granularity="token"))
                                    if rule.fp8 is not None else rule for rule in PRESETS["balanced"].rules),
                              "balanced-token-scales")
+
+
+#: ``speed`` without its key-count threshold (CUDA_MIN_KEYS): FP8 for every attention.
+SPEED_ALL_KEYS = Plan(tuple(dataclasses.replace(rule, fp8=dataclasses.replace(rule.fp8, min_keys=0))
+                            if rule.fp8 is not None else rule for rule in PRESETS["speed"].rules),
+                      "speed-all-keys")
 
 
 def _plan(preset_or_plan) -> Plan:
