@@ -9,7 +9,9 @@ lets the kernel schedule its warps itself:
 * two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA), so that
   each waits on its own barriers only;
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
-  awaited: block j's exp2s run while P V is on the tensor cores.
+  awaited: block j's exp2s run while P V is on the tensor cores;
+* a persistent grid (one CTA per SM looping over 128-row tiles, Q double-buffered) up to
+  PERSISTENT_MAX_KEYS: the producer loads the next tile while the consumers finish this one.
 
 Numerics are the Triton kernel's (kernels/attention.py): s = Q8 K8^T * sm_scale * log2(e) *
 q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (FA3's offset), l
@@ -20,7 +22,7 @@ for free; a key's costs one multiply per score, as in the Triton kernel. The res
 the Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
-Q8 and K8 (B, H, S, 128) contiguous e4m3; V^T (B, H, 128, S_blocks) with S_blocks = Skv rounded
+Q8 and K8 (B, H, S, D) contiguous e4m3; V^T (B, H, D, S_blocks) with S_blocks = Skv rounded
 up to 128, keys right-aligned (the first S_blocks - Skv columns zero) and, within each 32-key
 chunk, in the order the P operand holds them in registers (:func:`mma_key_order`). Key block 0
 therefore starts S_blocks - Skv keys before the first key and is the only one masked; Q rows past
@@ -62,18 +64,18 @@ BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
 HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
 #: Head dims dispatched here. At D = 64 the Gluon kernel is correct but no faster than the Triton
-#: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 32).
+#: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 33).
 DISPATCHED_HEAD_DIMS = (128,)
 #: Shorter key sequences take the Triton kernel (H200, kernel only, 12x32760 queries, persistent
 #: grid: per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024; per token 0.99x at 512,
 #: 1.01x at 1024-2048, 1.02x at 4096, where the Triton kernel's in-kernel Q quantization, up to
-#: 2048 keys, still spares the whole call a pass; NOTES 31). Two key blocks at the very least.
+#: 2048 keys, still spares the whole call a pass; NOTES 31-32). Two key blocks at the very least.
 MIN_KEYS = 512
 MIN_KEYS_PER_TOKEN = 4096
 #: Persistent grid up to this many keys; longer calls launch one CTA per tile (H200, per head,
 #: D = 128, persistent against one CTA per tile: 1.30x at 512 keys, 1.04x at 4608, 1.00x at
 #: 8192 and 16384, 1.02x at 32760, 0.97x at 75600, where CTAs drifting apart over ~180 tiles
-#: each spread over more heads' K and V than L2 holds; NOTES 31).
+#: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
 #: Triton versions whose Gluon API this kernel was written and run against.

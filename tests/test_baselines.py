@@ -50,6 +50,20 @@ def test_variants_offer_the_baselines_only_with_fa3():
     assert not {"fa3-bf16", "torchao-style", "accel-speed-triton"} & set(pipeline.variants("cuda", fa3=False))
 
 
+def test_speed_without_key_threshold_variants():
+    """speed's plan with FP8 at every key count, on `auto` and on our kernels (GPU only)."""
+    from accel.plan import PRESETS
+
+    plan = pipeline.SPEED_ALL_KEYS
+    assert [r.fp8.min_keys for r in plan.rules if r.fp8] == [0]
+    assert [dataclasses.replace(r, fp8=dataclasses.replace(r.fp8, min_keys=None)) for r in plan.rules] == list(
+        PRESETS["speed"].rules)
+    cuda = pipeline.variants("cuda", fa3=False)
+    assert cuda["speed-all-keys"] == ("preset", plan, "auto")
+    assert cuda["speed-all-keys-triton"] == ("preset", plan, "triton")
+    assert "speed-all-keys" not in pipeline.variants("cpu", fa3=False)
+
+
 def test_balanced_with_token_scales_variant_runs():
     """The GPU-only variant that asks whether balanced would gain from per-token scales:
     balanced's plan with them, installed through the same path as the presets."""

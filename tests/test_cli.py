@@ -18,6 +18,13 @@ def test_info_json(capsys):
     assert isinstance(report["gpus"], list)
 
 
+def test_info_says_why_the_gluon_kernel_does_not_serve():
+    from accel.info import _gluon_status
+
+    status = _gluon_status(0)  # CI: no GPU, and a triton the Gluon kernel was not written for
+    assert status.startswith("no (") and "Triton kernel serves" in status
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "info" in capsys.readouterr().out

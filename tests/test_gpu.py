@@ -272,14 +272,17 @@ def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity
 
 @needs_gluon
 @pytest.mark.parametrize("granularity", ["head", "token"])
-def test_gluon_kernel_serves_prequantized_qk(granularity, monkeypatch):
+@pytest.mark.parametrize("persistent", [True, False])
+def test_gluon_kernel_serves_prequantized_qk(granularity, persistent, monkeypatch):
     """The processors' path (Q and K quantized by the fused norm + RoPE kernel, then V and the
-    attention by the backend) on a larger call: the Gluon kernel against the Triton kernel."""
+    attention by the backend) on a larger call: the Gluon kernel against the Triton kernel, on
+    both grids (one CTA per SM looping over tiles; one CTA per tile)."""
     from accel.backends.base import AttentionCall
     from accel.backends.triton_backend import TritonBackend
     from accel.kernels import gluon_attention, ops
 
     monkeypatch.setattr(gluon_attention, "MIN_KEYS_PER_TOKEN", 2048)
+    monkeypatch.setattr(gluon_attention, "PERSISTENT_MAX_KEYS", 1 << 31 if persistent else 0)
     g = _cuda_gen()
     q, k, v = activation_like_qkv(1, 12, 3000, 3000, 128, "activation", device="cuda", generator=g)
     q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, granularity, True, False, False)
