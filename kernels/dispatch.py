@@ -21,6 +21,9 @@ def _gluon_reason_cached(device: torch.device) -> str | None:
     return gluon_unavailable_reason(device)
 
 
+# Under torch.compile the answer is taken once, when tracing, and baked into the graph: Dynamo
+# need not trace the device queries (and ACCEL_GLUON is read at compile time).
+@torch.compiler.assume_constant_result
 def gluon_reason(device: torch.device) -> str | None:
     """Why the Gluon kernel does not run on ``device`` (None: it does)."""
     if os.environ.get(GLUON_ENV, "1") == "0":
