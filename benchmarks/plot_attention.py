@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 SERIES = {  # method -> label; the whole call from bf16 inputs unless said
-    "accel-triton-head": "accel triton, per-head (quant. incl.)",
-    "accel-triton-token": "accel triton, per-token (quant. incl.)",
+    "accel-triton-head": "accel (our kernels), per-head (quant. incl.)",
+    "accel-triton-token": "accel (our kernels), per-token (quant. incl.)",
     "accel-fa3-head": "accel quant. + FA3 FP8",
     "fa3-fp8-kernel-only": "FA3 FP8 kernel only (pre-quantized)",
     "fa3-bf16": "FA3 bf16",
@@ -28,6 +28,8 @@ def main(src: str, dst: str) -> None:
         rows = sorted((r for r in data["table"] if r["d"] == d and r["sq"] == r["skv"]), key=lambda r: r["sq"])
         seq = [r["sq"] for r in rows]
         for method, label in SERIES.items():
+            if not any("ms" in r["results"].get(method, {}) for r in rows):
+                continue  # not in this run
             ratios = [r["results"]["sdpa-cudnn-bf16"]["ms"] / r["results"][method]["ms"]
                       if "ms" in r["results"].get(method, {}) else float("nan") for r in rows]
             ax.plot(seq, ratios, "o-", label=label)
