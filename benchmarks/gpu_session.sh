@@ -102,8 +102,12 @@ case "$stage" in
   grep -E "speed|Error" "$out/gluon.log"; tail -n 8 "$out/attention.log"
   ;;
 7)
-  # FLUX 1024x1024 (4608 tokens, below CUDA_MIN_KEYS): does FP8 pay inside the model, where the
-  # host's time per attention call can hide under the GPU's? Rotated rounds (NOTES 20).
+  # Short calls (NOTES 34): where a 24x2048 / 24x4608 call's time goes (host, wall, each kernel).
+  # Then FLUX 1024x1024 (4608 tokens, below CUDA_MIN_KEYS): does FP8 pay inside the model, where
+  # the host's time per attention call can hide under the GPU's? Rotated rounds (NOTES 20).
+  run call-cost-2048 40 python benchmarks/call_cost.py --shape 24x2048x2048x128
+  run call-cost-4608 40 python benchmarks/call_cost.py --shape 24x4608x4608x128
+  cat "$out/call-cost-2048.log" "$out/call-cost-4608.log"
   run flux-1024-all-keys 170 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
     --variants _native_cudnn,fa3-bf16,accel-speed,speed-all-keys,speed-all-keys-triton --json "$out/flux-1024-all-keys.json"
   tail -n 12 "$out/flux-1024-all-keys.log"
