@@ -3,9 +3,16 @@
 ``torch.ops.accel.quantize_qkv`` and ``torch.ops.accel.fp8_attention`` are opaque to Dynamo, so a
 module calling ``accel.fp8_sdpa`` compiles with ``fullgraph=True``; the fake implementations give
 the output shapes, dtypes and strides without running anything.
+
+The functions of this module call the op when something must see it as one (Dynamo tracing,
+fake or other subclass tensors, autograd recording: its error names the op) and otherwise its
+Python body directly: torch's dispatcher costs ~50 us of host time per op call, as much as the
+quantization's own Python (benchmarks/NOTES.md 35).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -17,9 +24,36 @@ from .quantize import (GRANULARITIES, V_TOKEN_ALIGN, QuantizeJob, padded_head_di
                        transposed_row_length)
 
 LAYOUTS = ("bhsd", "bshd")
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-@torch.library.custom_op("accel::quantize_qkv", mutates_args=())
+def _direct(args, kwargs) -> bool:
+    """Whether an op call may run as its Python body: eager, plain tensors, nothing to record."""
+    if torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN_TENSORS or (grad and a.requires_grad)):
+            return False
+    return True
+
+
+def _custom_op(name: str):
+    """Register the decorated function as the custom op ``accel::name``; return a function that
+    calls the op, or the function itself where :func:`_direct` allows. ``.op``: the op."""
+    def register(fn):
+        op = torch.library.custom_op(f"accel::{name}", mutates_args=())(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return fn(*args, **kwargs) if _direct(args, kwargs) else op(*args, **kwargs)
+
+        call.op = op
+        return call
+    return register
+
+
+@_custom_op("quantize_qkv")
 def quantize_qkv(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool,
     transpose_v: bool, smooth_q: bool = False, v_key_order: str = "natural",
@@ -64,7 +98,7 @@ def _quantized_fake(x, granularity, transpose, key_order="natural"):
     return x8, descale
 
 
-@quantize_qkv.register_fake
+@quantize_qkv.op.register_fake
 def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, smooth_q=False,
                        v_key_order="natural"):
     q8, qd = _quantized_fake(q, granularity, False)
@@ -76,7 +110,7 @@ def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, sm
     return q8, k8, v8, qd, kd, vd, v_mean, k_bias
 
 
-@torch.library.custom_op("accel::quantize_kv", mutates_args=())
+@_custom_op("quantize_kv")
 def quantize_kv(
     k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool, transpose_v: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -89,7 +123,7 @@ def quantize_kv(
     return k8, v8, kd, vd, (v_mean if smooth_v else kd.new_empty((0,)))
 
 
-@quantize_kv.register_fake
+@quantize_kv.op.register_fake
 def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v):
     k8, kd = _quantized_fake(k, granularity, False)
     v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
@@ -97,7 +131,7 @@ def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v):
     return k8, v8, kd, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
 
 
-@torch.library.custom_op("accel::quantize_value", mutates_args=())
+@_custom_op("quantize_value")
 def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose: bool = True,
                    key_order: str = "natural") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """V alone (when Q and K come from :func:`norm_rope_quantize`): (v8, v_descale, v_mean or
@@ -109,14 +143,14 @@ def quantize_value(v: torch.Tensor, granularity: str, smooth_v: bool, transpose:
     return v8, vd, (mean if smooth_v else v8.new_empty((0,), dtype=torch.float32))
 
 
-@quantize_value.register_fake
+@quantize_value.op.register_fake
 def _quantize_value_fake(v, granularity, smooth_v, transpose=True, key_order="natural"):
     v8, vd = _quantized_fake(v, value_granularity(granularity), transpose, key_order)
     B, H, _, D = v.shape
     return v8, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
 
 
-@torch.library.custom_op("accel::norm_rope_quantize", mutates_args=())
+@_custom_op("norm_rope_quantize")
 def norm_rope_quantize(
     x: torch.Tensor, weight: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor, heads: int,
     granularity: str, smooth: bool, per_head_norm: bool = False, prefix: torch.Tensor | None = None,
@@ -132,7 +166,7 @@ def norm_rope_quantize(
     return x8, descale, (mean if mean is not None else x8.new_empty((0,), dtype=torch.float32))
 
 
-@norm_rope_quantize.register_fake
+@norm_rope_quantize.op.register_fake
 def _norm_rope_quantize_fake(x, weight, eps, cos, sin, heads, granularity, smooth, per_head_norm=False,
                              prefix=None, prefix_weight=None, prefix_eps=0.0):
     B, S, HD = x.shape
@@ -155,7 +189,7 @@ def _new_output(q8: torch.Tensor, head_dim: int, out_dtype: torch.dtype, layout:
     return q8.new_empty((B, H, Sq, head_dim), dtype=out_dtype)
 
 
-@torch.library.custom_op("accel::fp8_attention", mutates_args=())
+@_custom_op("fp8_attention")
 def fp8_attention(
     q8: torch.Tensor,
     k8: torch.Tensor,
@@ -199,7 +233,7 @@ def fp8_attention(
     return out, lse
 
 
-@fp8_attention.register_fake
+@fp8_attention.op.register_fake
 def _fp8_attention_fake(q8, k8, v8t, q_descale, k_descale, v_descale, v_mean, head_dim, sm_scale,
                         is_causal, out_dtype, layout, return_lse, k_bias=None, kernel="triton"):
     B, H, Sq, _ = q8.shape

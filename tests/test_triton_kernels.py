@@ -117,6 +117,31 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
 
+def test_ops_run_their_body_directly_only_when_nothing_must_see_the_op():
+    """Eager calls on plain tensors skip torch's dispatcher (host time); autograd-recording and
+    fake-tensor calls go through the custom op; both give the same tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from accel.kernels import ops
+
+    q, k, v = (torch.randn(1, 2, 70, 64, device=DEVICE, generator=_gen()).bfloat16() for _ in range(3))
+    with torch.no_grad():
+        assert ops._direct((q, k, v, "head"), {})
+        direct = ops.quantize_qkv(q, k, v, "head", True, False, True)
+        via_op = ops.quantize_qkv.op(q, k, v, "head", True, False, True)
+    for i, (a, b) in enumerate(zip(direct, via_op)):
+        assert a.shape == b.shape and a.stride() == b.stride()
+        if i == 2:  # V^T: tokens past 70 are the padding the kernels never read
+            a, b = a[..., :70], b[..., :70]
+        assert torch.equal(a.view(torch.uint8) if a.dtype == torch.float8_e4m3fn else a,
+                           b.view(torch.uint8) if b.dtype == torch.float8_e4m3fn else b), i
+    assert not ops._direct((q.requires_grad_(),), {})
+    with torch.no_grad():
+        assert ops._direct((q,), {})
+        with FakeTensorMode() as mode:
+            assert not ops._direct((mode.from_tensor(k),), {})
+
+
 def test_padded_head_dim_is_zero_filled():
     from accel.kernels.quantize import quantize_fp8
 
