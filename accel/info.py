@@ -84,7 +84,7 @@ def format_report(report: dict) -> str:
                 lines.append("gpu: none visible (FP8 attention falls back to bf16; backend='reference' emulates it)")
             for gpu in value:
                 lines.append(f"gpu {gpu['index']}: {gpu['name']}, compute capability {gpu['compute capability']}, "
-                             f"{gpu['memory GiB']} GiB, FP8: {gpu['fp8']}")
+                             f"{gpu['memory GiB']} GiB, FP8: {gpu['fp8']}, Gluon kernel: {gpu['gluon kernel']}")
         elif key == "backends":
             lines.append("backends:")
             lines.extend(f"  {name:<10} {status}" for name, status in value.items())

@@ -19,10 +19,13 @@ def test_info_json(capsys):
 
 
 def test_info_says_why_the_gluon_kernel_does_not_serve():
-    from accel.info import _gluon_status
+    from accel.info import _gluon_status, format_report
 
     status = _gluon_status(0)  # CI: no GPU, and a triton the Gluon kernel was not written for
     assert status.startswith("no (") and "Triton kernel serves" in status
+    gpu = {"index": 0, "name": "H200", "compute capability": "9.0", "memory GiB": 139.8, "fp8": "yes",
+           "gluon kernel": status}
+    assert format_report({"gpus": [gpu]}).endswith(f"FP8: yes, Gluon kernel: {status}")
 
 
 def test_no_command_prints_help(capsys):
