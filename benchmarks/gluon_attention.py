@@ -31,6 +31,7 @@ import tempfile
 import torch
 import triton
 
+from accel.benchmarking.attention import parse_shapes
 from accel.kernels import gluon_attention as ga
 
 def ptxas_warnings(kernel) -> list[str]:
@@ -301,7 +302,7 @@ def main(argv=None) -> None:
                    help="comma-separated HxSqxSkvxD")
     p.add_argument("--json", help="GPU mode: write every measurement here")
     args = p.parse_args(argv)
-    shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
+    shapes = parse_shapes(args.shapes)
     if args.compile_only:
         compile_only(shapes[0][3])
         return

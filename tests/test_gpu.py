@@ -205,19 +205,27 @@ def _gluon_runs() -> bool:
 needs_gluon = pytest.mark.skipif(not _gluon_runs(), reason="the Gluon kernel needs an sm_90 GPU and triton 3.6")
 
 
+@pytest.fixture
+def gluon_from_two_key_blocks(monkeypatch):
+    """The Gluon kernel serves every key count its schedule can (> one block), not only those
+    where it measured faster: the tests below reach it with short and odd shapes."""
+    from accel.kernels import gluon_attention
+
+    for threshold in ("MIN_KEYS", "MIN_KEYS_PER_TOKEN"):
+        monkeypatch.setattr(gluon_attention, threshold, gluon_attention.BLOCK_N + 1)
+    return gluon_attention
+
+
 @needs_gluon
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("kind", ["gaussian", "offset_k", "outliers", "activation"])
 @pytest.mark.parametrize("shape", [(3, 257, 257), (4, 1000, 512), (2, 300, 4097), (2, 1, 640), (2, 8192, 8192)])
-def test_gluon_kernel_small_and_tail_shapes(kind, shape, granularity, monkeypatch):
+def test_gluon_kernel_small_and_tail_shapes(kind, shape, granularity, gluon_from_two_key_blocks):
     """Calls without LSE take the Gluon kernel on Hopper (here down to two key blocks, below the
     speed threshold): key counts that are not whole blocks (the padded first block), query counts
     that are not whole tiles (masked stores), per-head and per-token scales."""
-    from accel.kernels import gluon_attention
     from accel.kernels.dispatch import attention_kernel
 
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS", gluon_attention.BLOCK_N + 1)
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS_PER_TOKEN", gluon_attention.BLOCK_N + 1)
     heads, sq, skv = shape
     assert attention_kernel(torch.device("cuda"), 128, skv, granularity, False, False, False) == "gluon"
     _check("triton", heads, sq, skv, 128, kind, granularity, want_lse=False, rows=min(sq, 512))
@@ -227,15 +235,12 @@ def test_gluon_kernel_small_and_tail_shapes(kind, shape, granularity, monkeypatc
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("kind", ["gaussian", "activation"])
 @pytest.mark.parametrize("shape", [(3, 257, 257), (2, 300, 4097), (2, 1000, 8192)])
-def test_gluon_kernel_head_dim_64(kind, shape, granularity, monkeypatch):
+def test_gluon_kernel_head_dim_64(kind, shape, granularity, gluon_from_two_key_blocks, monkeypatch):
     """D = 64 (Wan's and FLUX's head dim is 128; other DiTs use 64) through the Gluon kernel,
     which the dispatch keeps for D = 128 (no faster than the Triton kernel at 64, H200)."""
-    from accel.kernels import gluon_attention
     from accel.kernels.dispatch import attention_kernel
 
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS", gluon_attention.BLOCK_N + 1)
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS_PER_TOKEN", gluon_attention.BLOCK_N + 1)
-    monkeypatch.setattr(gluon_attention, "DISPATCHED_HEAD_DIMS", (64, 128))
+    monkeypatch.setattr(gluon_from_two_key_blocks, "DISPATCHED_HEAD_DIMS", (64, 128))
     heads, sq, skv = shape
     assert attention_kernel(torch.device("cuda"), 64, skv, granularity, False, False, False) == "gluon"
     _check("triton", heads, sq, skv, 64, kind, granularity, want_lse=False, rows=min(sq, 512))
@@ -246,13 +251,11 @@ def test_gluon_kernel_head_dim_64(kind, shape, granularity, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("smooth_v", [False, True])
 @pytest.mark.parametrize("granularity", ["head", "token"])
-def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity, monkeypatch):
+def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity, gluon_from_two_key_blocks,
+                                           monkeypatch):
     """The same numerics as the Triton kernel up to rounding (one exp2 with the 256 in its
     argument, other key-block boundaries): far closer to it than either is to exact attention;
     every output element written (NaN-poisoned memory before each call)."""
-    from accel.kernels import gluon_attention
-
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS_PER_TOKEN", 2048)
     g = _cuda_gen()
     q, k, v = activation_like_qkv(2, 6, 1500, 2100, 128, "activation", layout=layout, dtype=dtype, device="cuda",
                                   generator=g)
@@ -273,16 +276,15 @@ def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity
 @needs_gluon
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("persistent", [True, False])
-def test_gluon_kernel_serves_prequantized_qk(granularity, persistent, monkeypatch):
+def test_gluon_kernel_serves_prequantized_qk(granularity, persistent, gluon_from_two_key_blocks, monkeypatch):
     """The processors' path (Q and K quantized by the fused norm + RoPE kernel, then V and the
     attention by the backend) on a larger call: the Gluon kernel against the Triton kernel, on
     both grids (one CTA per SM looping over tiles; one CTA per tile)."""
     from accel.backends.base import AttentionCall
     from accel.backends.triton_backend import TritonBackend
-    from accel.kernels import gluon_attention, ops
+    from accel.kernels import ops
 
-    monkeypatch.setattr(gluon_attention, "MIN_KEYS_PER_TOKEN", 2048)
-    monkeypatch.setattr(gluon_attention, "PERSISTENT_MAX_KEYS", 1 << 31 if persistent else 0)
+    monkeypatch.setattr(gluon_from_two_key_blocks, "PERSISTENT_MAX_KEYS", 1 << 31 if persistent else 0)
     g = _cuda_gen()
     q, k, v = activation_like_qkv(1, 12, 3000, 3000, 128, "activation", device="cuda", generator=g)
     q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, granularity, True, False, False)

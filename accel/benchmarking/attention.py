@@ -39,6 +39,11 @@ QUICK_SHAPES = [(24, 8192, 8192, 128), (12, 32760, 32760, 128), (12, 32760, 512,
 L2_ROTATION_BYTES = 256 << 20  # rotate input sets until this many bytes are in play
 
 
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """"24x8192x8192x128,12x32760x512x128" -> [(24, 8192, 8192, 128), (12, 32760, 512, 128)]."""
+    return [tuple(int(x) for x in s.lower().split("x")) for s in text.split(",")]
+
+
 def sdpa_bf16(kernel):
     def run(q, k, v):
         with torch.nn.attention.sdpa_kernel(kernel):
@@ -175,10 +180,7 @@ def main(argv=None):
     }
     print(json.dumps(env))
     table = []
-    if args.shapes:
-        shapes = [tuple(int(x) for x in s.lower().split("x")) for s in args.shapes.split(",")]
-    else:
-        shapes = QUICK_SHAPES if args.quick else FULL_SHAPES
+    shapes = parse_shapes(args.shapes) if args.shapes else QUICK_SHAPES if args.quick else FULL_SHAPES
     for heads, sq, skv, d in shapes:
         res = bench_shape(heads, sq, skv, d, names, args)
         table.append({"heads": heads, "sq": sq, "skv": skv, "d": d, "results": res})

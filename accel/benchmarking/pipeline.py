@@ -136,17 +136,17 @@ def variants(device: str, fa3: bool | None = None) -> dict:
     return v
 
 
+def _preset_with(preset: str, name: str, **fp8_changes) -> Plan:
+    """A preset's plan with ``fp8_changes`` applied to every FP8 rule's numerics."""
+    return Plan(tuple(dataclasses.replace(rule, fp8=dataclasses.replace(rule.fp8, **fp8_changes))
+                      if rule.fp8 is not None else rule for rule in PRESETS[preset].rules), name)
+
+
 #: ``balanced`` with per-token scales (our kernel only: FA3 has one scale per head): keeps
 #: measuring whether the finer scales, which cost 15-20% of the kernel, buy fidelity.
-BALANCED_TOKEN_SCALES = Plan(tuple(dataclasses.replace(rule, fp8=dataclasses.replace(rule.fp8, granularity="token"))
-                                   if rule.fp8 is not None else rule for rule in PRESETS["balanced"].rules),
-                             "balanced-token-scales")
-
-
+BALANCED_TOKEN_SCALES = _preset_with("balanced", "balanced-token-scales", granularity="token")
 #: ``speed`` without its key-count threshold (CUDA_MIN_KEYS): FP8 for every attention.
-SPEED_ALL_KEYS = Plan(tuple(dataclasses.replace(rule, fp8=dataclasses.replace(rule.fp8, min_keys=0))
-                            if rule.fp8 is not None else rule for rule in PRESETS["speed"].rules),
-                      "speed-all-keys")
+SPEED_ALL_KEYS = _preset_with("speed", "speed-all-keys", min_keys=0)
 
 
 def _plan(preset_or_plan) -> Plan:
