@@ -160,7 +160,7 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    ql, kl, vl = ga._layouts(head_dim)
+    ql, kl, vl, kdl = ga._layouts(head_dim)
 
     def desc(block, layout):
         return f"tensordesc<fp8e4nv[{block[0]}, {block[1]}],{layout!r}>"
@@ -169,14 +169,17 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
     names = fn.arg_names
     signature = {"q_desc": desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
                  "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
+                 # per token the K descales' TMA map; per head the launch passes K's map again
+                 "kd_desc": f"tensordesc<fp32[1, {ga.BLOCK_N}],{kdl!r}>" if per_token
+                 else desc((ga.BLOCK_N, head_dim), kl),
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
-                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "skd_bh")},
+                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
-               "sqd_bh", "skd_bh")
+               "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=ga.MAXNREG))

@@ -61,7 +61,9 @@ except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason(
 
 LOG2E = math.log2(math.e)
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
-BLOCK_N = MMA_KEY_BLOCK  # keys per K / V^T tile
+#: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
+#: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
+BLOCK_N = MMA_KEY_BLOCK
 HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
 #: Head dims dispatched here. At D = 64 the Gluon kernel is correct but no faster than the Triton
 #: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 33).
@@ -90,8 +92,8 @@ MAXNREG = 168
 # ring; it runs ahead across tiles, so the next tile's Q and first blocks land during this one.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _producer(q_desc, k_desc, vt_desc, q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-              v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad):
+def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
+              v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, PER_TOKEN: gl.constexpr):
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
@@ -115,7 +117,12 @@ def _producer(q_desc, k_desc, vt_desc, q_bufs, k_bufs, vt_bufs, q_ready, q_empty
             # K and V^T have separate barriers: Q K^T of block j can start before V^T_j has landed.
             # K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros.
             mbarrier.wait(k_empty.index(stage), parity)
-            mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+            if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
+                mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - key_pad], k_ready.index(stage),
+                                                ks_bufs.index(stage))
+            else:
+                mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage),
                                             k_bufs.index(stage))
             mbarrier.wait(v_empty.index(stage), parity)
@@ -161,19 +168,14 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 
 @gluon.jit
-def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_empty, v_ready, v_empty, s_init,
-             qk_scale, k_descale_ptr, key_pad, p_layout: gl.constexpr, row_o: gl.constexpr,
-             PER_TOKEN: gl.constexpr):
+def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
+             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     stage = g % STAGES
     prev = (g - 1) % STAGES
-    if PER_TOKEN:  # block j's key descales (all real keys for j >= 1), loaded under the wgmmas
-        TILE_N: gl.constexpr = k_bufs.type.shape[1]
-        cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_init.type.layout))
-        k_scale = gl.load(k_descale_ptr + (j * TILE_N - key_pad) + cols)
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
     mbarrier.arrive(v_empty.index((g - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
@@ -187,18 +189,18 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready, k_
     # wgmma groups retire in order: with one outstanding, S_j is done and P V keeps running
     # under the softmax below.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
+    if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
+        s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    if PER_TOKEN:
-        s = s * gl.expand_dims(k_scale, 0)
     p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
     return acc, p, alpha, l_i, m_i
 
 
 @gluon.jit
-def _consumer(q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr, v_mean_ptr,
-              q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
-              n_blocks, key_pad, sm_scale_log2,
-              WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, num_warps: gl.constexpr):
+def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
+              v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
+              n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
+              num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
     every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
     TILE_M: gl.constexpr = q_bufs.type.shape[1]
@@ -230,27 +232,24 @@ def _consumer(q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_rea
         base = i * n_blocks  # key block 0's number across the CTA's tiles
         if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
             rows = row0 + gl.arange(0, TILE_M, layout=row_s)
-            kd_ptr = k_descale_ptr + bh.to(gl.int64) * skd_bh
             qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
             qk_scale = qk_scale * sm_scale_log2
-            k_scale = gl.load(kd_ptr - key_pad + cols, mask=cols >= key_pad, other=0.0)
         else:
-            kd_ptr = k_descale_ptr + bh
-            qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(kd_ptr)
+            qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(k_descale_ptr + bh)
         m_i = gl.full([TILE_M], float("-inf"), gl.float32, row_s)
         l_i = gl.zeros([TILE_M], gl.float32, row_s)
         acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
 
         # Stage 0 - prologue: S_0 and its softmax; block 0 holds the key_pad padding columns (keys
         # are right-aligned), the one mask of the kernel, outside the loop.
+        stage0 = base % STAGES
         mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
-        mbarrier.wait(k_ready.index(base % STAGES), (base // STAGES) & 1)
-        s = warpgroup_mma(q_smem, k_bufs.index(base % STAGES).permute((1, 0)), s_init, use_acc=False,
-                          is_async=True)
+        mbarrier.wait(k_ready.index(stage0), (base // STAGES) & 1)
+        s = warpgroup_mma(q_smem, k_bufs.index(stage0).permute((1, 0)), s_init, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-        mbarrier.arrive(k_empty.index(base % STAGES), count=1)  # one elected thread per consumer: count 2
         if PER_TOKEN:
-            s = s * gl.expand_dims(k_scale, 0)
+            s = s * ks_bufs.index(stage0).load(s_layout)
+        mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
         p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
@@ -260,13 +259,13 @@ def _consumer(q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_rea
         # Block 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker
         # partition ("C7512 ... insufficient register resources"); peeled, the loop is entered or
         # skipped with P V in flight on both paths.
-        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, k_ready,
-                                           k_empty, v_ready, v_empty, s_init, qk_scale, kd_ptr, key_pad, p_layout,
-                                           row_o, PER_TOKEN)
+        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
+                                           k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
+                                           PER_TOKEN)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
-                                               k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, kd_ptr, key_pad,
-                                               p_layout, row_o, PER_TOKEN)
+                                               ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
+                                               row_o, PER_TOKEN)
         # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
         mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -298,14 +297,15 @@ def _consumer(q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_rea
 
 
 @gluon.jit
-def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
-                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, skd_bh,
+def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
+                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
                             num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
-    S_blocks) rows; descales fp32: (B*H,) each, or with PER_TOKEN Q's and K's rows of (B*H, *)
-    with strides sqd_bh and skd_bh and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
+    S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
+    stride sqd_bh, K's (B*H, Skv) by TMA (kd_desc, 1 x TILE_N boxes; per head any descriptor,
+    unread) and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
     (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
     warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
@@ -320,10 +320,16 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     n_blocks = gl.cdiv(Skv, TILE_N)
     key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
 
-    # Shared memory: Q 2 tiles x 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB) at D = 128.
+    # Shared memory: Q 2 tiles x 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B))
+    # at D = 128.
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
+    if PER_TOKEN:
+        gl.static_assert(kd_desc.block_type.shape[1] == TILE_N)
+        ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
+    else:
+        ks_bufs = k_bufs  # unread
     q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -346,14 +352,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, out_ptr, q_descale_ptr, k_d
     # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
     # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
     gl.warp_specialize([
-        (_consumer, (q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
-                     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H,
+        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+                     out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN, num_warps)),
-        (_consumer, (q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
-                     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, skd_bh, so_b, so_h, so_s, H,
+        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+                     out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN, num_warps)),
-        (_producer, (q_desc, k_desc, vt_desc, q_bufs, k_bufs, vt_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-                     v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad)),
+        (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
+                     k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, PER_TOKEN)),
     ], [4, 1], [240, 24])
 
 
@@ -387,16 +393,13 @@ def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_cau
     return None
 
 
-_LAYOUT_CACHE: dict = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _layouts(head_dim: int):
-    if head_dim not in _LAYOUT_CACHE:
-        fp8 = gl.float8e4nv
-        _LAYOUT_CACHE[head_dim] = (gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, head_dim], fp8),
-                                   gl.NVMMASharedLayout.get_default_for([BLOCK_N, head_dim], fp8),
-                                   gl.NVMMASharedLayout.get_default_for([head_dim, BLOCK_N], fp8))
-    return _LAYOUT_CACHE[head_dim]
+    fp8 = gl.float8e4nv
+    return (gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, head_dim], fp8),
+            gl.NVMMASharedLayout.get_default_for([BLOCK_N, head_dim], fp8),
+            gl.NVMMASharedLayout.get_default_for([head_dim, BLOCK_N], fp8),
+            gl.NVMMASharedLayout.get_default_for([1, BLOCK_N], gl.float32))
 
 
 def persistent_grid(seq_kv: int) -> bool:
@@ -416,12 +419,13 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
-    last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
+    last stride, K's rows 16-byte aligned) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
     fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
     choice for the shape, :func:`persistent_grid`)."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
+    assert Skv > BLOCK_N, f"the kernel peels its second key block: {Skv} keys"
     per_token = k_descale.dim() == 3
     if per_token:
         assert q_descale.shape == (B, H, Sq) and k_descale.shape == (B, H, Skv) and v_descale.shape == (B, H, D)
@@ -430,16 +434,20 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     else:
         assert q_descale.numel() == k_descale.numel() == v_descale.numel() == B * H
     assert q8.is_contiguous() and k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
-    ql, kl, vl = _layouts(D)
+    ql, kl, vl, kdl = _layouts(D)
     q_desc = TensorDescriptor.from_tensor(q8.view(B * H * Sq, D), [BLOCK_M // 2, D], ql)
     k_desc = TensorDescriptor.from_tensor(k8.view(B * H * Skv, D), [BLOCK_N, D], kl)
     vt_desc = TensorDescriptor.from_tensor(v8t.view(B * H * D, v8t.shape[3]), [D, BLOCK_N], vl)
+    # Per token the producer stages each block's key descales by TMA with K (the quantizer pads
+    # their rows to 16 floats); per head the kernel reads no descriptor there.
+    kd_desc = (TensorDescriptor.from_tensor(k_descale.view(B * H, Skv), [1, BLOCK_N], kdl) if per_token
+               else k_desc)
     has_mean = v_mean is not None
     tiles = -(-Sq // BLOCK_M) * B * H
     if persistent is None:
         persistent = persistent_grid(Skv)
     _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)) if persistent else tiles,)](
-        q_desc, k_desc, vt_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
+        q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
-        q_descale.stride(1) if per_token else 0, k_descale.stride(1) if per_token else 0,
+        q_descale.stride(1) if per_token else 0,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
