@@ -9,6 +9,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 5    # issue 3's final table (kernel only, whole calls)
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 6    # the Gluon kernel at D = 64; 75600 tokens' grid
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 7    # FLUX 1024: FP8 below the key threshold?
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 8    # Gluon: TMA key descales, lazy rescaling
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -112,7 +113,21 @@ case "$stage" in
     --variants _native_cudnn,fa3-bf16,accel-speed,speed-all-keys,speed-all-keys-triton --json "$out/flux-1024-all-keys.json"
   tail -n 12 "$out/flux-1024-all-keys.log"
   ;;
+8)
+  # NOTES 37: per-token key descales by TMA, lazy rescaling (MAX_SLACK) against the exact running
+  # max, kernel only against FA3 FP8; the Gluon GPU tests; where short calls' time goes; Dynamo.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run gluon-tests 200 python -m pytest -q tests/test_gpu.py -k gluon
+  run gluon 200 python benchmarks/gluon_attention.py --slack 3 --json "$out/gluon.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128
+  run call-cost-2048 40 python benchmarks/call_cost.py --shape 24x2048x2048x128
+  run call-cost-4608 40 python benchmarks/call_cost.py --shape 24x4608x4608x128
+  run compile-tests 100 python -m pytest -q tests/test_compile.py
+  tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
+  tail -n 1 "$out/compile-tests.log"; grep -E "^(FAILED|ERROR)" "$out/compile-tests.log"
+  cat "$out/call-cost-2048.log" "$out/call-cost-4608.log"; grep -E "speed|Error" "$out/gluon.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 7" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 8" >&2; exit 2 ;;
 esac
 cat "$summary"
