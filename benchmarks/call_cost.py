@@ -41,16 +41,43 @@ def main(argv=None) -> None:
         host = (time.perf_counter() - t) / args.calls
         torch.cuda.synchronize()
         wall = (time.perf_counter() - t) / args.calls
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        with torch.profiler.profile(activities=acts) as prof:
             for _ in range(20):
                 call()
             torch.cuda.synchronize()
         kernels = [(e.key, e.device_time_total / 20 / 1e3) for e in prof.key_averages()
                    if e.device_type == torch.autograd.DeviceType.CUDA]
         print(f"{args.shape} {gran}: host {host * 1e3:.3f} ms/call, wall {wall * 1e3:.3f} ms/call, "
-              f"GPU kernels {sum(ms for _, ms in kernels):.3f} ms/call")
+              f"GPU kernels {sum(ms for _, ms in kernels):.3f} ms/call, GPU busy {gpu_busy(prof) / 20:.3f} "
+              f"of a {gpu_span(prof) / 20:.3f} ms span per call")
         for name, ms in sorted(kernels, key=lambda x: -x[1]):
             print(f"    {ms:8.4f} ms  {name[:90]}")
+        cpu = sorted((e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CPU),
+                     key=lambda e: -e.self_cpu_time_total)
+        print("  host, self time per call (profiled, so inflated):")
+        for e in cpu[:12]:
+            print(f"    {e.self_cpu_time_total / 20 / 1e3:8.4f} ms  {e.count / 20:5.1f}x  {e.key[:80]}")
+
+
+def _kernel_intervals(prof) -> list[tuple[float, float]]:
+    return sorted((e.time_range.start, e.time_range.end) for e in prof.events()
+                  if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def gpu_busy(prof) -> float:
+    """Milliseconds in which some kernel ran (overlaps merged)."""
+    busy, end = 0.0, float("-inf")
+    for a, b in _kernel_intervals(prof):
+        busy += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return busy / 1e3
+
+
+def gpu_span(prof) -> float:
+    """Milliseconds from the first kernel's start to the last one's end: busy plus the gaps."""
+    iv = _kernel_intervals(prof)
+    return (max(b for _, b in iv) - iv[0][0]) / 1e3 if iv else 0.0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import json
 import os
 import re
@@ -156,8 +155,7 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
-                       slack: float = ga.MAX_SLACK):
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -175,11 +173,10 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  "kd_desc": f"tensordesc<fp32[1, {ga.BLOCK_N}],{kdl!r}>" if per_token
                  else desc((ga.BLOCK_N, head_dim), kl),
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
-                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh")},
+                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "SLACK", "STAGES", "num_warps")}}
+                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
-                  (names.index("SLACK"),): float(slack),
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
@@ -226,7 +223,7 @@ def compile_only(head_dim: int) -> None:
               ", ".join(f"{op} {n}" for op, n in hist.most_common(12)))
 
 
-def gpu_run(shapes, records: list, slacks: list[float]) -> None:
+def gpu_run(shapes, records: list) -> None:
     from triton.testing import do_bench
 
     from accel.backends.env import fa3_reason
@@ -259,10 +256,6 @@ def gpu_run(shapes, records: list, slacks: list[float]) -> None:
         if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
                                                                           d ** -0.5, persistent=False)
-        for slack in slacks:  # lazy rescaling (gluon_attention.MAX_SLACK)
-            runs[f"gluon-{tag}-slack{slack:g}"] = functools.partial(
-                ga.launch_gluon_attention, q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5, persistent=True,
-                max_slack=slack)
         return runs
 
     for heads, sq, skv, d in shapes:
@@ -299,8 +292,8 @@ def gpu_run(shapes, records: list, slacks: list[float]) -> None:
             print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
         for g in ("head", "token"):
-            others = [f"triton-{g}", f"gluon-{g}-1cta", *(f"gluon-{g}-slack{x:g}" for x in slacks), "fa3-fp8"]
-            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
+                                                                                  "fa3-fp8") if n in ms)
             next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
             print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 
@@ -311,7 +304,6 @@ def main(argv=None) -> None:
     p.add_argument("--shapes", default="24x8192x8192x128,12x32760x32760x128,12x32760x512x128",
                    help="comma-separated HxSqxSkvxD")
     p.add_argument("--json", help="GPU mode: write every measurement here")
-    p.add_argument("--slack", default="", help="GPU mode: comma-separated MAX_SLACK values to time beside the default")
     args = p.parse_args(argv)
     shapes = parse_shapes(args.shapes)
     if args.compile_only:
@@ -319,7 +311,7 @@ def main(argv=None) -> None:
         return
     records: list = []
     try:
-        gpu_run(shapes, records, [float(x) for x in args.slack.split(",") if x])
+        gpu_run(shapes, records)
     finally:
         if args.json:
             with open(args.json, "w") as f:

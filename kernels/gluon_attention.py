@@ -80,10 +80,6 @@ MIN_KEYS_PER_TOKEN = 4096
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
-#: Lazy rescaling (log2 units): a row's running max moves only when a key block exceeds it by more
-#: than this, so most blocks skip acc's 64 multiplies per thread; P's offset shrinks by as much
-#: (p <= 256 either way). 0: the exact running max of every block, as FA3.
-MAX_SLACK = 0.0
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 # Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
@@ -97,7 +93,7 @@ MAXNREG = 168
 # --------------------------------------------------------------------------------------------
 @gluon.jit
 def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, PER_TOKEN: gl.constexpr):
+              v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN: gl.constexpr):
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
@@ -123,7 +119,7 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
             mbarrier.wait(k_empty.index(stage), parity)
             if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
                 mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - key_pad], k_ready.index(stage),
+                tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - kd_pad], k_ready.index(stage),
                                                 ks_bufs.index(stage))
             else:
                 mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
@@ -140,21 +136,15 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
 # Consumer partitions (one warpgroup each): MMAs and the online softmax.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr, SLACK: gl.constexpr):
+def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
-    p comes out times 2^(8 - SLACK) as exp2(x + 8 - SLACK): no multiply per score (FA3's
-    max_offset). ``qk_scale``: a scalar, or with PER_TOKEN one per row (the query descales
-    folded in). SLACK > 0: a row keeps its running max until a block exceeds it by more than
-    SLACK (p <= 2^8 still), so most blocks leave acc unscaled (alpha = 1: _kv_step skips it)."""
-    m_blk = gl.max(s, axis=1) * qk_scale  # qk_scale > 0: max commutes with it
-    if SLACK > 0:
-        m_new = gl.where(m_blk > m_i + SLACK, m_blk, m_i)  # first block: m_i = -inf, takes m_blk
-    else:
-        m_new = gl.maximum(m_i, m_blk)
+    p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
+    ``qk_scale``: a scalar, or with PER_TOKEN one per row (the query descales folded in)."""
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
     if PER_TOKEN:
-        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - (8.0 - SLACK), 1))
+        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
     else:
-        p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - (8.0 - SLACK), 1))
+        p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
     l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
     return p, alpha, l_i, m_new
@@ -179,8 +169,7 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 @gluon.jit
 def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
-             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
-             SLACK: gl.constexpr):
+             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
@@ -190,11 +179,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
     mbarrier.arrive(v_empty.index((g - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
-    if SLACK > 0:
-        if gl.min(alpha, axis=0) < 1.0:  # one branch for the warpgroup: some row's max moved
-            acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-    else:
-        acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+    acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
     p8 = _p_operand(p, p_layout)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
@@ -207,7 +192,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
         s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, SLACK)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
     return acc, p, alpha, l_i, m_i
 
 
@@ -215,7 +200,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
               v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
               n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
-              SLACK: gl.constexpr, num_warps: gl.constexpr):
+              num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
     every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
     TILE_M: gl.constexpr = q_bufs.type.shape[1]
@@ -266,7 +251,7 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
             s = s * ks_bufs.index(stage0).load(s_layout)
         mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, SLACK)
+        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -276,11 +261,11 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         # skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
                                            k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN, SLACK)
+                                           PER_TOKEN)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN, SLACK)
+                                               row_o, PER_TOKEN)
         # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
         mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -313,14 +298,14 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
 
 @gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
-                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh,
-                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, SLACK: gl.constexpr,
-                            STAGES: gl.constexpr, num_warps: gl.constexpr):
+                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
+                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
-    stride sqd_bh, K's (B*H, Skv) by TMA (kd_desc, 1 x TILE_N boxes; per head any descriptor,
-    unread) and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
+    stride sqd_bh, K's by TMA (kd_desc: rows of (B*H, kd_pad + Skv), the first kd_pad zeros or
+    unread, 1 x TILE_N boxes; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
     (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
     warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
@@ -369,14 +354,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     gl.warp_specialize([
         (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
-                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN, SLACK,
+                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
                      num_warps)),
         (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
-                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN, SLACK,
+                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
                      num_warps)),
         (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, PER_TOKEN)),
+                     k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN)),
     ], [4, 1], [240, 24])
 
 
@@ -430,16 +415,29 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
+def _key_descale_desc(k_descale: torch.Tensor, layout):
+    """(TMA map of per-token key descales, kd_pad): block j's descales start at column
+    128 j - kd_pad of row b*H + h. A TMA box must start on 16 bytes in its innermost dimension
+    (an fp32 start at 4 n + 1 is an illegal instruction on H100/H200), so the quantizer's rows
+    (16-float aligned) serve as they are when their padded first block starts on 4 keys, and a
+    right-aligned copy (zeros first, whole blocks: kd_pad = 0) otherwise."""
+    B, H, Skv = k_descale.shape
+    key_pad = -Skv % BLOCK_N
+    if key_pad % 4 == 0 and k_descale.stride(1) % 4 == 0 and k_descale.data_ptr() % 16 == 0:
+        return TensorDescriptor.from_tensor(k_descale.view(B * H, Skv), [1, BLOCK_N], layout), key_pad
+    aligned = torch.nn.functional.pad(k_descale, (key_pad, 0)).view(B * H, key_pad + Skv)
+    return TensorDescriptor.from_tensor(aligned, [1, BLOCK_N], layout), 0
+
+
 def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
-                           v_mean: torch.Tensor | None = None, persistent: bool | None = None,
-                           max_slack: float | None = None) -> None:
+                           v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
     last stride, K's rows 16-byte aligned) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
     fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
-    choice for the shape, :func:`persistent_grid`). ``max_slack``: see MAX_SLACK (None: it)."""
+    choice for the shape, :func:`persistent_grid`)."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
@@ -456,10 +454,7 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     q_desc = TensorDescriptor.from_tensor(q8.view(B * H * Sq, D), [BLOCK_M // 2, D], ql)
     k_desc = TensorDescriptor.from_tensor(k8.view(B * H * Skv, D), [BLOCK_N, D], kl)
     vt_desc = TensorDescriptor.from_tensor(v8t.view(B * H * D, v8t.shape[3]), [D, BLOCK_N], vl)
-    # Per token the producer stages each block's key descales by TMA with K (the quantizer pads
-    # their rows to 16 floats); per head the kernel reads no descriptor there.
-    kd_desc = (TensorDescriptor.from_tensor(k_descale.view(B * H, Skv), [1, BLOCK_N], kdl) if per_token
-               else k_desc)
+    kd_desc, kd_pad = _key_descale_desc(k_descale, kdl) if per_token else (k_desc, 0)
     has_mean = v_mean is not None
     tiles = -(-Sq // BLOCK_M) * B * H
     if persistent is None:
@@ -467,6 +462,5 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)) if persistent else tiles,)](
         q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
-        q_descale.stride(1) if per_token else 0,
-        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, SLACK=MAX_SLACK if max_slack is None else float(max_slack),
-        STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
+        q_descale.stride(1) if per_token else 0, kd_pad,
+        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)

@@ -117,6 +117,29 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
 
+@pytest.mark.parametrize("tokens", [257, 2100, 4097, 4608])
+def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens):
+    """Per-token key descales reach the Gluon kernel by TMA, whose boxes must start on 16 bytes
+    (an fp32 box at 4 n + 1 is an illegal instruction on H100): the quantizer's rows serve as they
+    are when block 0's padding is a multiple of 4 keys; otherwise a right-aligned copy does, whose
+    leading padding is zeros. Either way every block's box starts on 16 bytes."""
+    from accel.kernels import gluon_attention as ga
+    from accel.kernels import quantize
+
+    if ga._IMPORT_ERROR is not None:
+        pytest.skip(f"no Gluon API here: {ga._IMPORT_ERROR!r}")
+    x = torch.randn(1, 3, tokens, 128, device=DEVICE, generator=_gen()).bfloat16()
+    kd = quantize.quantize_many([quantize.QuantizeJob(x, "token")])[0].descale
+    desc, kd_pad = ga._key_descale_desc(kd, ga._layouts(128)[3])
+    key_pad = -tokens % ga.BLOCK_N
+    assert kd_pad == (key_pad if key_pad % 4 == 0 else 0)
+    rows = desc.base
+    assert rows.data_ptr() % 16 == 0 and rows.stride(0) % 4 == 0 and (kd_pad * 4) % 16 == 0
+    assert torch.equal(rows[:, key_pad - kd_pad:key_pad - kd_pad + tokens], kd.view(3, tokens))
+    if kd_pad == 0:
+        assert rows.shape[1] % ga.BLOCK_N == 0 and not rows[:, :key_pad].any()
+
+
 def test_ops_run_their_body_directly_only_when_nothing_must_see_the_op():
     """Eager calls on plain tensors skip torch's dispatcher (host time); autograd-recording and
     fake-tensor calls go through the custom op; both give the same tensors."""
