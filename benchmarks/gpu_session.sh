@@ -10,6 +10,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 6    # the Gluon kernel at D = 64; 75600 tokens' grid
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 7    # FLUX 1024: FP8 below the key threshold?
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 8    # Gluon tests; short calls' host time; FLUX 1024
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 9    # run 6: FLUX 1024 presets, whole-call table
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -125,7 +126,17 @@ case "$stage" in
   tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -vE "Warning|warn_once" "$out/call-cost-2048.log" "$out/call-cost-4608.log"; tail -n 12 "$out/flux-1024-all-keys.log"
   ;;
+9)
+  # Run 6's tables: Flux 1024x1024 under every preset now that per-head FP8 starts at 4096 keys
+  # (CUDA_MIN_KEYS), rotated rounds; then every reference row whole-call and kernel only.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run flux-1024-presets 200 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
+    --variants _native_cudnn,fa3-bf16,accel-speed,accel-balanced,accel-quality --json "$out/flux-1024-presets.json"
+  run attention 330 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/attention.json" --methods \
+    sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-head,kernel-only-token,fa3-fp8-kernel-only
+  tail -n 6 "$out/flux-1024-presets.log"; tail -n 16 "$out/attention.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 8" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 9" >&2; exit 2 ;;
 esac
 cat "$summary"

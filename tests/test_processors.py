@@ -74,6 +74,19 @@ def test_short_attentions_below_min_keys_run_stock():
     assert torch.equal(run(flux, flux_in), flux_stock)
 
 
+def test_gpu_crossover_depends_on_the_granularity():
+    """On a GPU, min_keys=None is the measured crossover of the call's scales: per head Flux
+    1024x1024's 4608 keys run FP8, per token they stay bf16; on the CPU every call runs FP8."""
+    from accel.processors.common import CUDA_MIN_KEYS, FP8Numerics
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    head, token = FP8Numerics("head", min_keys=None), FP8Numerics("token", min_keys=None)
+    assert head.serves(4608, gpu) and not head.serves(CUDA_MIN_KEYS["head"] - 1, gpu)
+    assert not token.serves(4608, gpu) and token.serves(CUDA_MIN_KEYS["token"], gpu)
+    assert head.serves(1, cpu) and token.serves(1, cpu)
+    assert FP8Numerics("token", min_keys=0).serves(1, gpu)
+
+
 def test_flux_fp8_close_to_stock():
     model, inputs = tiny_flux(), flux_inputs()
     stock = run(model, inputs)

@@ -13,9 +13,11 @@ from ..parallel import context_parallel_config, fp8_context_parallel_attention, 
 from ..sdpa import GRANULARITIES, fp8_sdpa
 
 
-#: Fewest keys at which FP8 attention, quantization included, beats cuDNN bf16 on a Hopper GPU
-#: (H200, D = 128, benchmarks/RESULTS.md): 0.73x at 4608 keys (Flux 1024x1024), 1.05x at 8192.
-CUDA_MIN_KEYS = 8192
+#: Fewest keys at which FP8 attention, quantization included, beats cuDNN bf16 on a Hopper GPU,
+#: per granularity (H200, D = 128, benchmarks/RESULTS.md run 6): one scale per head from 4096
+#: (Flux 1024x1024's 4608 keys all FP8 inside the model: 1.27x cuDNN end to end); per token from
+#: 8192 (at 4608 keys its kernels take 0.46 ms of GPU time where cuDNN takes 0.42).
+CUDA_MIN_KEYS = {"head": 4096, "token": 8192}
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class FP8Numerics:
         """Whether a call with ``n_keys`` keys on ``device`` runs FP8."""
         min_keys = self.min_keys
         if min_keys is None:
-            min_keys = CUDA_MIN_KEYS if device.type == "cuda" else 0
+            min_keys = CUDA_MIN_KEYS[self.granularity] if device.type == "cuda" else 0
         return n_keys >= min_keys
 
     def __post_init__(self):

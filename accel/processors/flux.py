@@ -64,8 +64,8 @@ class FluxFP8AttnProcessor(FP8AttentionMixin, FluxAttnProcessor):
         single_stream: the single-stream blocks (``single_transformer_blocks``).
         granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
         min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
-            (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
-            saves), as the presets do; 0: every call FP8.
+            (``CUDA_MIN_KEYS``: 4096 keys per head, 8192 per token; below, quantizing costs more
+            than FP8 saves), as the presets do; 0: every call FP8.
         fused_qk: where our Triton kernel or FlashAttention-3's FP8 kernel serves the attention,
             run the per-head RMSNorm + RoPE + quantization of Q and K as one Triton kernel each,
             text and image tokens read in place.

@@ -56,8 +56,8 @@ class WanFP8AttnProcessor(FP8AttentionMixin, WanAttnProcessor):
         image_attention: the image-to-video branch (257 image tokens). Off by default, as above.
         granularity, smooth_k, backend, strict: FP8 numerics, as in :func:`accel.fp8_sdpa`.
         min_keys: calls with fewer keys run stock bf16. None: the measured crossover on a GPU
-            (``CUDA_MIN_KEYS``, 8192: below it the quantization passes cost more than FP8
-            saves), as the presets do; 0: every call FP8.
+            (``CUDA_MIN_KEYS``: 4096 keys per head, 8192 per token; below, quantizing costs more
+            than FP8 saves), as the presets do; 0: every call FP8.
         fused_qk: where our Triton kernel or FlashAttention-3's FP8 kernel serves the
             self-attention, run RMSNorm + RoPE + quantization of Q and K as one Triton kernel each
             (no bf16 copy of the normed or roped Q/K is written).
