@@ -4,8 +4,8 @@ Triton cannot express what makes FA3 fast (NOTES 23, 25): Triton 3.6 waits for Q
 it is issued, so the softmax never overlaps the tensor cores. Gluon, Triton's explicit dialect,
 lets the kernel schedule its warps itself:
 
-* a 1-warp producer partition streams K and V^T tiles (128 keys) by TMA into a two-stage ring,
-  each slot with a ready and an empty mbarrier;
+* a 1-warp producer partition streams K and V^T tiles (128 keys; per token also K's descales)
+  by TMA into a two-stage ring, each slot with a ready and an empty mbarrier;
 * two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA), so that
   each waits on its own barriers only;
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
@@ -18,8 +18,9 @@ q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (F
 sums the unquantized p, acc += e4m3(p) @ V8 in FP8 with fp32 accumulators, out = acc / l *
 v_descale (+ V's mean when it was smoothed). Scales are per (batch, head) for Q, K and V, or per
 token for Q and K with per-channel V (``PER_TOKEN``): a query's descale rides on the exp2's FFMA
-for free; a key's costs one multiply per score, as in the Triton kernel. The results differ from
-the Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
+for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37: what was
+tried around it). The results differ from the Triton kernel's by fp32 rounding of the exp2's
+argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
 Q8 and K8 (B, H, S, D) contiguous e4m3; V^T (B, H, D, S_blocks) with S_blocks = Skv rounded
