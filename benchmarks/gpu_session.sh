@@ -10,7 +10,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 6    # the Gluon kernel at D = 64; 75600 tokens' grid
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 7    # FLUX 1024: FP8 below the key threshold?
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 8    # Gluon tests; short calls' host time; FLUX 1024
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 9    # run 6: FLUX 1024 presets, whole-call table
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 9    # run 6: FLUX 1024 presets, Wan-14B 480p, whole calls
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -128,13 +128,17 @@ case "$stage" in
   ;;
 9)
   # Run 6's tables: Flux 1024x1024 under every preset now that per-head FP8 starts at 4096 keys
-  # (CUDA_MIN_KEYS), rotated rounds; then every reference row whole-call and kernel only.
+  # (CUDA_MIN_KEYS), rotated rounds; Wan-14B 480p end to end with the Gluon kernel; every
+  # reference row whole-call and kernel only.
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
-  run flux-1024-presets 200 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
+  run flux-1024-presets 130 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
     --variants _native_cudnn,fa3-bf16,accel-speed,accel-balanced,accel-quality --json "$out/flux-1024-presets.json"
-  run attention 330 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/attention.json" --methods \
-    sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-head,kernel-only-token,fa3-fp8-kernel-only
-  tail -n 6 "$out/flux-1024-presets.log"; tail -n 16 "$out/attention.log"
+  run pipeline-14b-480p 200 python benchmarks/pipeline.py --configs wan-14b-480p --repeats 2 \
+    --variants _native_cudnn,fa3-bf16,torchao-style,accel-speed,accel-balanced,accel-quality \
+    --json "$out/pipeline-14b-480p.json"
+  run attention 240 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" --methods \
+    sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-token,fa3-fp8-kernel-only
+  tail -n 6 "$out/flux-1024-presets.log"; tail -n 8 "$out/pipeline-14b-480p.log"; tail -n 16 "$out/attention.log"
   ;;
 *)
   echo "unknown stage $stage: 1 to 9" >&2; exit 2 ;;
