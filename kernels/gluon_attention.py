@@ -336,9 +336,9 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
-    stride sqd_bh, K's by TMA (kd_desc: rows of (B*H, kd_pad + Skv), the first kd_pad zeros or
-    unread, 1 x TILE_N boxes; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if HAS_V_MEAN; out a
-    (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
+    stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
+    column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
+    HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
     warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
@@ -470,7 +470,7 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
-    last stride, K's rows 16-byte aligned) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
+    last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
     fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
     choice for the shape, :func:`persistent_grid`). ``pingpong``: the consumers take turns to
     issue MMAs (None: PINGPONG for the call's granularity)."""
