@@ -155,8 +155,7 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
-                       pingpong: bool | None = None):
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -176,9 +175,8 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "PINGPONG", "STAGES", "num_warps")}}
+                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
-                  (names.index("PINGPONG"),): ga.PINGPONG[per_token] if pingpong is None else pingpong,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
@@ -258,10 +256,6 @@ def gpu_run(shapes, records: list) -> None:
         if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
                                                                           d ** -0.5, persistent=False)
-        # the other schedule of the two consumers (gluon_attention.PINGPONG)
-        other = not ga.PINGPONG[tag == "token"]
-        runs[f"gluon-{tag}-{'pingpong' if other else 'free'}"] = lambda: ga.launch_gluon_attention(
-            q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5, persistent=True, pingpong=other)
         return runs
 
     for heads, sq, skv, d in shapes:
@@ -298,8 +292,8 @@ def gpu_run(shapes, records: list) -> None:
             print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
         for g in ("head", "token"):
-            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-pingpong", f"gluon-{g}-free", "fa3-fp8")
-            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
+                                                                                  "fa3-fp8") if n in ms)
             next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
             print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 

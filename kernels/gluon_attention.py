@@ -81,9 +81,6 @@ MIN_KEYS_PER_TOKEN = 4096
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
-#: Whether the consumers take turns to issue MMAs (FA3's ping-pong), keyed by PER_TOKEN. Per head
-#: turns measured slower (NOTES 29); per token: NOTES 39.
-PINGPONG = {False: False, True: False}
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 # Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
@@ -172,29 +169,11 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 
 @gluon.jit
-def _turn_wait(turns, turn, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    """With PINGPONG the consumers take turns to issue their MMAs (FA3's warp-scheduler barrier),
-    so one's softmax runs while the other's MMAs hold the tensor cores: warpgroup 0's issue t
-    waits for warpgroup 1's issue t-1 (its first passes: a fresh barrier's previous phase is
-    complete), warpgroup 1's for warpgroup 0's issue t."""
-    if PINGPONG:
-        mbarrier.wait(turns.index(WG), (turn & 1) ^ (1 - WG))
-
-
-@gluon.jit
-def _turn_pass(turns, WG: gl.constexpr, PINGPONG: gl.constexpr):
-    if PINGPONG:
-        mbarrier.arrive(turns.index(1 - WG), count=1)
-
-
-@gluon.jit
-def _kv_step(j, g, turn, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready,
-             v_empty, turns, s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, WG: gl.constexpr,
-             PER_TOKEN: gl.constexpr, PINGPONG: gl.constexpr):
+def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
+             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
-    and phase; turn: this MMA issue's number, for PINGPONG): finish block j-1 (retire
-    P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run S_j = Q K_j^T and acc += P_{j-1} V_{j-1}
-    together; returns with P_{j-1} V_{j-1} in flight."""
+    and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
+    S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     stage = g % STAGES
     prev = (g - 1) % STAGES
@@ -205,14 +184,9 @@ def _kv_step(j, g, turn, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bu
     p8 = _p_operand(p, p_layout)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
-    if PINGPONG:  # both operands in before the turn is taken
-        mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
-        _turn_wait(turns, turn, WG, PINGPONG)
     s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
-    if not PINGPONG:  # Q K^T may start before V^T_{j-1} has landed
-        mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
+    mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
     acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
-    _turn_pass(turns, WG, PINGPONG)
     # wgmma groups retire in order: with one outstanding, S_j is done and P V keeps running
     # under the softmax below.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
@@ -224,10 +198,10 @@ def _kv_step(j, g, turn, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bu
 
 
 @gluon.jit
-def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turns,
-              out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
-              n_tiles, n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr,
-              PER_TOKEN: gl.constexpr, PINGPONG: gl.constexpr, num_warps: gl.constexpr):
+def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
+              v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
+              n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
+              num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
     every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
     TILE_M: gl.constexpr = q_bufs.type.shape[1]
@@ -257,7 +231,6 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         qb = i % 2
         q_smem = q_bufs.index(2 * qb + WG)
         base = i * n_blocks  # key block 0's number across the CTA's tiles
-        turn0 = i * (n_blocks + 1)  # MMA issues per tile: S_0, n_blocks - 1 steps, the last P V
         if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
             rows = row0 + gl.arange(0, TILE_M, layout=row_s)
             qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
@@ -273,9 +246,7 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         stage0 = base % STAGES
         mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
         mbarrier.wait(k_ready.index(stage0), (base // STAGES) & 1)
-        _turn_wait(turns, turn0, WG, PINGPONG)
         s = warpgroup_mma(q_smem, k_bufs.index(stage0).permute((1, 0)), s_init, use_acc=False, is_async=True)
-        _turn_pass(turns, WG, PINGPONG)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
         if PER_TOKEN:
             s = s * ks_bufs.index(stage0).load(s_layout)
@@ -289,13 +260,13 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         # Block 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker
         # partition ("C7512 ... insufficient register resources"); peeled, the loop is entered or
         # skipped with P V in flight on both paths.
-        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, turn0 + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs,
-                                           vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty, turns, s_init,
-                                           qk_scale, p_layout, row_o, WG, PER_TOKEN, PINGPONG)
+        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
+                                           k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
+                                           PER_TOKEN)
         for j in range(2, n_blocks):
-            acc, p, alpha, l_i, m_i = _kv_step(j, base + j, turn0 + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs,
-                                               vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty, turns, s_init,
-                                               qk_scale, p_layout, row_o, WG, PER_TOKEN, PINGPONG)
+            acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
+                                               ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
+                                               row_o, PER_TOKEN)
         # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
         mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -306,9 +277,7 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
         p8 = _p_operand(p, p_layout)
         mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-        _turn_wait(turns, turn0 + n_blocks, WG, PINGPONG)
         acc = warpgroup_mma(p8, vt_bufs.index(last % STAGES).permute((1, 0)), acc, is_async=True)
-        _turn_pass(turns, WG, PINGPONG)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
 
@@ -331,8 +300,8 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
 @gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
-                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, PINGPONG: gl.constexpr,
-                            STAGES: gl.constexpr, num_warps: gl.constexpr):
+                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -368,13 +337,11 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    turns = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # PINGPONG's
     # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
     # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
         mbarrier.init(q_empty.index(i), count=2)
-        mbarrier.init(turns.index(i), count=1)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)
@@ -386,14 +353,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
     # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
     gl.warp_specialize([
-        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turns,
+        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                     PINGPONG, num_warps)),
-        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, turns,
+                     num_warps)),
+        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                     PINGPONG, num_warps)),
+                     num_warps)),
         (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN)),
     ], [4, 1], [240, 24])
@@ -465,15 +432,13 @@ def _key_descale_desc(k_descale: torch.Tensor, layout):
 
 def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
-                           v_mean: torch.Tensor | None = None, persistent: bool | None = None,
-                           pingpong: bool | None = None) -> None:
+                           v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
     last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
     fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
-    choice for the shape, :func:`persistent_grid`). ``pingpong``: the consumers take turns to
-    issue MMAs (None: PINGPONG for the call's granularity)."""
+    choice for the shape, :func:`persistent_grid`)."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
@@ -499,5 +464,4 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
         q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token else 0, kd_pad,
-        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, PINGPONG=PINGPONG[per_token] if pingpong is None else pingpong,
-        STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
+        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
