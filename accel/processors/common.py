@@ -15,8 +15,9 @@ from ..sdpa import GRANULARITIES, fp8_sdpa
 
 #: Fewest keys at which FP8 attention, quantization included, beats cuDNN bf16 on a Hopper GPU,
 #: per granularity (H200, D = 128, benchmarks/RESULTS.md run 6): one scale per head from 4096
-#: (Flux 1024x1024's 4608 keys all FP8 inside the model: 1.27x cuDNN end to end); per token from
-#: 8192 (at 4608 keys its kernels take 0.46 ms of GPU time where cuDNN takes 0.42).
+#: (Flux 1024x1024's 4608 keys all FP8 inside the model: 1.19-1.27x cuDNN end to end, two calls
+#: on two machines); per token from 8192 (at 4608 keys its kernels take 0.46 ms of GPU time
+#: where cuDNN takes 0.42).
 CUDA_MIN_KEYS = {"head": 4096, "token": 8192}
 
 
