@@ -103,28 +103,24 @@ case "$stage" in
   tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
   grep -E "speed|Error" "$out/gluon.log"; tail -n 8 "$out/attention.log"
   ;;
+8)
+  # NOTES 37: the Gluon GPU tests (per-token key descales by TMA, 16-byte box starts), then
+  # stage 7 (short calls' host time and GPU gaps, Flux 1024 rounds).
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run gluon-tests 240 python -m pytest -q tests/test_gpu.py -k gluon
+  tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
+  ;&
 7)
   # Short calls (NOTES 34): where a 24x2048 / 24x4608 call's time goes (host, wall, each kernel).
-  # Then FLUX 1024x1024 (4608 tokens, below CUDA_MIN_KEYS): does FP8 pay inside the model, where
-  # the host's time per attention call can hide under the GPU's? Rotated rounds (NOTES 20).
+  # Then FLUX 1024x1024 (4608 tokens; below the old 8192-key crossover): does FP8 pay inside the
+  # model, where the host's time per attention call can hide under the GPU's? Rotated rounds
+  # (NOTES 20); it did (NOTES 38).
   run call-cost-2048 40 python benchmarks/call_cost.py --shape 24x2048x2048x128
   run call-cost-4608 40 python benchmarks/call_cost.py --shape 24x4608x4608x128
   cat "$out/call-cost-2048.log" "$out/call-cost-4608.log"
   run flux-1024-all-keys 170 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
     --variants _native_cudnn,fa3-bf16,accel-speed,speed-all-keys,speed-all-keys-triton --json "$out/flux-1024-all-keys.json"
   tail -n 12 "$out/flux-1024-all-keys.log"
-  ;;
-8)
-  # NOTES 37: the Gluon GPU tests (per-token key descales by TMA, 16-byte box starts); where short
-  # calls' time goes (host, GPU busy, gaps); then stage 7's FLUX 1024 rounds.
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
-  run gluon-tests 240 python -m pytest -q tests/test_gpu.py -k gluon
-  run call-cost-2048 60 python benchmarks/call_cost.py --shape 24x2048x2048x128
-  run call-cost-4608 60 python benchmarks/call_cost.py --shape 24x4608x4608x128
-  run flux-1024-all-keys 200 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
-    --variants _native_cudnn,fa3-bf16,accel-speed,speed-all-keys,speed-all-keys-triton --json "$out/flux-1024-all-keys.json"
-  tail -n 1 "$out/gluon-tests.log"; grep -E "^(FAILED|ERROR)" "$out/gluon-tests.log"
-  grep -vE "Warning|warn_once" "$out/call-cost-2048.log" "$out/call-cost-4608.log"; tail -n 12 "$out/flux-1024-all-keys.log"
   ;;
 9)
   # Run 6's tables: Flux 1024x1024 under every preset now that per-head FP8 starts at 4096 keys
