@@ -1,6 +1,7 @@
 """Sweep the tiles of the quantization passes and of the fused norm + RoPE + quantization kernel.
 
     python benchmarks/tune_quantize.py [--json out.json]
+    python benchmarks/tune_quantize.py --current   # the tiles in use only, GPU time per kernel
 
 For each shape and granularity: the time of quantizing Q, K (smoothed) and V (transposed) from
 bf16 (B, S, H, D) views, and the bandwidth that moves (bf16 read once + e4m3 written, over time)
@@ -18,7 +19,7 @@ import torch
 from triton.testing import do_bench
 
 from accel.kernels.configs import GPU_QUANTIZE_CONFIG, QuantizeConfig
-from accel.kernels.norm_rope import norm_rope_quantize
+from accel.kernels.norm_rope import BLOCK_S, norm_rope_quantize
 from accel.kernels.quantize import QuantizeJob, quantize_many
 from accel.testing import activation_like_qkv
 
@@ -60,6 +61,45 @@ def time_rotating(fn, sets) -> float:
     return do_bench(step, warmup=25, rep=150, return_mode="median")
 
 
+def kernel_times(fn, sets, calls: int = 20) -> dict[str, float]:
+    """GPU milliseconds per call of each kernel ``fn`` launches (torch.profiler): the GPU's time
+    alone, where do_bench on a call with a lot of host work would time the host."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for i in range(5):
+        fn(*sets[i % len(sets)])
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for i in range(calls):
+            fn(*sets[i % len(sets)])
+        torch.cuda.synchronize()
+    return {e.key: e.device_time_total / calls / 1e3 for e in prof.key_averages()
+            if e.device_type == torch.autograd.DeviceType.CUDA}
+
+
+def current_tiles(g, copy_bw, records) -> None:
+    """The tiles in use, per kernel: what each pass costs and the share of copy bandwidth the
+    whole quantization moves (Q, K smoothed, V transposed), per head and per token; and per
+    token without smoothing or transposes (one pass: the cast alone)."""
+    for heads, tokens, d in SHAPES:
+        sets = input_sets(heads, tokens, d, g)
+        moved = 3 * heads * tokens * d * (2 + 1)
+        cases = {"head": lambda q, k, v: quantize_many(jobs(q, k, v, "head")),
+                 "token": lambda q, k, v: quantize_many(jobs(q, k, v, "token")),
+                 "token, one pass": lambda q, k, v: quantize_many(
+                     [QuantizeJob(t.transpose(1, 2), "token") for t in (q, k, v)])}
+        for name, fn in cases.items():
+            times = kernel_times(fn, sets)
+            ms = sum(times.values())
+            share = moved / (ms * 1e-3) / copy_bw
+            parts = " + ".join(f"{k.split('(')[0].strip('_')} {v:.4f}" for k, v in sorted(times.items()))
+            records.append(dict(kind="quantize-current", shape=[heads, tokens, d], case=name, kernels=times,
+                                ms=ms, copy_share=share))
+            print(f"CURRENT {heads}x{tokens} D={d} {name:<16} {ms:8.4f} ms {share:6.1%} of copy  ({parts})",
+                  flush=True)
+        del sets
+
+
 def jobs(q, k, v, granularity: str) -> list[QuantizeJob]:
     """Q, K and V as fp8_sdpa quantizes them (bshd views seen as bhsd; K smoothed, V transposed)."""
     vg = "channel" if granularity == "token" else "head"
@@ -90,7 +130,7 @@ def tune_quantize(g, copy_bw, records) -> None:
         del sets
 
 
-def tune_norm_rope(g, copy_bw, records) -> None:
+def tune_norm_rope(g, copy_bw, records, block_sizes=(16, 32, 64)) -> None:
     for heads, tokens in ((40, 75600), (12, 32760)):
         d = 128
         x = torch.randn(1, tokens, heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -100,7 +140,7 @@ def tune_norm_rope(g, copy_bw, records) -> None:
         cos, sin = angles.cos(), angles.sin()
         moved = heads * tokens * d * 3
         for gran, smooth in (("head", False), ("token", True), ("head", True)):
-            for block_s in (16, 32, 64):
+            for block_s in block_sizes:
                 ms = do_bench(lambda: norm_rope_quantize(x, w, 1e-6, cos, sin, heads, gran, smooth, block_s),
                               warmup=25, rep=150, return_mode="median")
                 share = moved / (ms * 1e-3) / copy_bw
@@ -113,13 +153,18 @@ def tune_norm_rope(g, copy_bw, records) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--json", help="write every measurement here")
+    p.add_argument("--current", action="store_true", help="the tiles in use only, GPU time per kernel")
     args = p.parse_args(argv)
     g = torch.Generator(device="cuda").manual_seed(0)
     copy_bw = copy_bandwidth(1 << 30)
     print(f"copy bandwidth {copy_bw / 1e12:.2f} TB/s (read + write)", flush=True)
     records: list[dict] = []
-    tune_quantize(g, copy_bw, records)
-    tune_norm_rope(g, copy_bw, records)
+    if args.current:
+        current_tiles(g, copy_bw, records)
+        tune_norm_rope(g, copy_bw, records, block_sizes=(BLOCK_S,))
+    else:
+        tune_quantize(g, copy_bw, records)
+        tune_norm_rope(g, copy_bw, records)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": torch.cuda.get_device_name(), "copy_bw": copy_bw, "records": records}, f, indent=1)

@@ -4,7 +4,8 @@ Both families normalize Q and K with an RMSNorm, rotate adjacent channel pairs (
 and then attention quantizes them. Done apart, that writes a bf16 copy of the normed Q/K, reads
 it for RoPE, writes the roped copy and reads it again to quantize. Here one kernel reads the
 projection output once (twice when a whole-head statistic is needed first: per-head scales or
-smooth-K) and writes only the e4m3 copy in the attention kernel's layout, plus its descales.
+smooth-K, three times with Wan's across-heads norm) and writes only the e4m3 copy in the
+attention kernel's layout, plus its descales.
 
 * Wan: one RMSNorm across all heads of a token (weight of H*D).
 * FLUX: one RMSNorm per head (weight of D); double-stream blocks prepend the text tokens, which
@@ -47,12 +48,14 @@ def _per_source(in_a, value_a, value_b, TWO: tl.constexpr):
 def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
                          offs_s, s_ok, rms, h, D: tl.constexpr, HALF: tl.constexpr,
                          PER_HEAD: tl.constexpr, TWO: tl.constexpr):
-    """One head's (BLOCK_S, D) tile of RMSNorm(x) * w rotated by RoPE, fp32, pairs interleaved.
-    ``rms`` is the across-heads 1/RMS per row; PER_HEAD computes this head's own instead."""
+    """One head's (BLOCK_S, D) tile of RMSNorm(x) * w rotated by RoPE, fp32, pairs interleaved,
+    and the tile's sum of squares per row. ``rms`` is the across-heads 1/RMS per row; PER_HEAD
+    computes this head's own instead."""
     offs_d = tl.arange(0, D)
     x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+    squares = tl.sum(x * x, 1)
     if PER_HEAD:
-        rms = tl.math.rsqrt(tl.sum(x * x, 1) / D + _per_source(in_a, eps_a, eps_b, TWO))
+        rms = tl.math.rsqrt(squares / D + _per_source(in_a, eps_a, eps_b, TWO))
     w = tl.load(wa_ptr + h * w_head_stride + offs_d).to(tl.float32)[None, :]
     if TWO:
         w = tl.where(in_a[:, None], w, tl.load(wb_ptr + h * w_head_stride + offs_d).to(tl.float32)[None, :])
@@ -61,18 +64,20 @@ def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b
     offs_p = tl.arange(0, HALF)
     cos = tl.load(cos_ptr + offs_s[:, None] * HALF + offs_p[None, :], mask=s_ok[:, None], other=1.0)
     sin = tl.load(sin_ptr + offs_s[:, None] * HALF + offs_p[None, :], mask=s_ok[:, None], other=0.0)
-    return tl.interleave(even * cos - odd * sin, even * sin + odd * cos)
+    return tl.interleave(even * cos - odd * sin, even * sin + odd * cos), squares
 
 
 @triton.jit
 def _norm_rope_quant_kernel(
-    xa_ptr, xb_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, mean_ptr, scale_ptr, descale_ptr,
-    S, S_A, H, sa_b, sa_s, sb_b, sb_s, w_head_stride, eps_a, eps_b, so_s, sds_bh,
+    xa_ptr, xb_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, rms_ptr, mean_ptr, scale_ptr,
+    descale_ptr, S, S_A, H, sa_b, sa_s, sb_b, sb_s, w_head_stride, eps_a, eps_b, so_s, sds_bh,
     D: tl.constexpr, BLOCK_S: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
     SMOOTH: tl.constexpr, PER_HEAD: tl.constexpr, TWO: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """PASS 0: per-(batch, head, channel) sum/max/min of the rotated tile -> stats (for per-head
-    scales or smooth-K). PASS 1: quantize; MODE 0 per head (given scale), 1 per token."""
+    scales or smooth-K), and with an across-heads norm each token's 1/RMS -> rms. PASS 1:
+    quantize, MODE 0 per head (given scale), 1 per token; with an across-heads norm it reads the
+    1/RMS that pass 0 left, or (ONE_READ) reads each element once: see below."""
     pid_s = tl.program_id(0)
     b = tl.program_id(1)
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -80,17 +85,28 @@ def _norm_rope_quant_kernel(
     in_a = offs_s < S_A
     rows = _joint_rows(xa_ptr, xb_ptr, b, offs_s, S_A, sa_b, sa_s, sb_b, sb_s, TWO)
     offs_d = tl.arange(0, D)
-    rms = tl.zeros([BLOCK_S], tl.float32)
-    if not PER_HEAD:  # Wan: RMSNorm across all heads of a token, sum of squares over the row first
+    eps = _per_source(in_a, eps_a, eps_b, TWO)
+    rms_row = rms_ptr + b.to(tl.int64) * S + offs_s
+    # Per token without smoothing, Wan's 1/RMS cancels out of the e4m3 values (a row's scale is
+    # 448 over its own amax): quantize the unnormalized rotation, sum the squares on the way and
+    # multiply the descales by the 1/RMS at the end. One read of x instead of two.
+    ONE_READ: tl.constexpr = PASS == 1 and MODE == 1 and not SMOOTH and not PER_HEAD
+    rms = tl.full([BLOCK_S], 1.0, tl.float32)
+    if PASS == 1 and not PER_HEAD and not ONE_READ:
+        rms = tl.load(rms_row, mask=s_ok, other=1.0)
+    if PASS == 0 and not PER_HEAD:  # sum of squares over the whole row first
         ss = tl.zeros([BLOCK_S], tl.float32)
         for h in range(H):
             x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
             ss += tl.sum(x * x, 1)
-        rms = tl.math.rsqrt(ss / (H * D) + _per_source(in_a, eps_a, eps_b, TWO))
+        rms = tl.math.rsqrt(ss / (H * D) + eps)
+        tl.store(rms_row, rms, mask=s_ok)
+    ss = tl.zeros([BLOCK_S], tl.float32)
     n_chunks = tl.num_programs(0)
     for h in range(H):
-        y = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
-                                 offs_s, s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
+        y, squares = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
+                                          offs_s, s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
+        ss += squares
         bh = b * H + h
         if PASS == 0:
             stats = stats_ptr + (bh * n_chunks + pid_s).to(tl.int64) * (3 * D) + offs_d
@@ -103,6 +119,12 @@ def _norm_rope_quant_kernel(
             y = scale_tile(y, MODE, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d, D)
             dst = out_ptr + bh.to(tl.int64) * S * so_s + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :]
             tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
+    if ONE_READ:
+        rms = tl.math.rsqrt(ss / (H * D) + eps)
+        tl.debug_barrier()  # the descales written above, by whichever thread held their row
+        for h in range(H):
+            descales = descale_ptr + (b * H + h).to(tl.int64) * sds_bh + offs_s
+            tl.store(descales, tl.load(descales, mask=s_ok) * rms, mask=s_ok)
 
 
 def norm_rope_supported(head_dim: int) -> bool:
@@ -175,9 +197,11 @@ def norm_rope_quantize(
                   EMULATE_CAST=interpreting(), num_warps=4)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     mean = scale = None
+    # each token's across-heads 1/RMS, from the statistics pass to the quantization pass
+    rms = x8 if per_head_norm else torch.empty(B, S, **f32)
     if smooth or granularity == "head":
         stats = torch.empty(B * heads, n_chunks, 3, D, **f32)
-        _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, stats, stats, stats, stats,
+        _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, stats, rms, stats, stats, stats,
                                       *shape_args, D, 0, PASS=0, MODE=0, SMOOTH=False, **common)
         mean = torch.empty(B, heads, D, **f32) if smooth else None
         scale = torch.empty(B, heads, **f32)
@@ -194,7 +218,7 @@ def norm_rope_quantize(
         sds_bh = s_pad
     else:
         descale, sds_bh = head_descale, 0
-    _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, x8, x8 if mean is None else mean,
+    _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, x8, rms, x8 if mean is None else mean,
                                   x8 if scale is None else scale, descale, *shape_args, D, sds_bh,
                                   PASS=1, MODE=GRANULARITIES.index(granularity), SMOOTH=smooth, **common)
     return x8, descale, mean

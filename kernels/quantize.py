@@ -195,12 +195,10 @@ def _finalize_stats_kernel(
 
 
 @triton.jit
-def _mma_key_column(s, key_pad):
-    """Column of token s in the "mma" key order: right-aligned by key_pad, then within its
-    32-key chunk at the position whose bits (c4, c3, c2, c1, c0) read key bits
-    (c4, c1, c3, c2, c0) (numerics.mma_key_order; this is its inverse)."""
-    c = s + key_pad
-    return (c & ~31) | (c & 16) | ((c & 6) << 1) | ((c & 8) >> 2) | (c & 1)
+def _mma_column_key(c):
+    """Key held by column c of the "mma" key order (numerics.mma_key_order): within its 32-key
+    chunk, the key whose bits (c4, c1, c3, c2, c0) are column c's bits (c4, c3, c2, c1, c0)."""
+    return (c & ~15) | ((c & 2) << 2) | ((c & 12) >> 1) | (c & 1)
 
 
 @triton.jit
@@ -208,16 +206,25 @@ def _cast_one(
     x_ptr, out_ptr, mean_ptr, scale_ptr, descale_ptr, pid_bh, pid_s,
     S, H, sx_b, sx_h, sx_s, sx_d, so_bh, so_s, so_d, sds_bh, key_pad,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
-    MODE: tl.constexpr, SMOOTH: tl.constexpr, MMA_KEYS: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    MODE: tl.constexpr, SMOOTH: tl.constexpr, LAYOUT: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head (given);
     1: one scale per token (computed here, descale written); 2: one scale per channel (given).
-    MMA_KEYS: tokens go to their "mma" key-order columns (transposed copies)."""
+    LAYOUT: the copy's index into OUT_LAYOUTS (row-major, or transposed in a key order)."""
     b = pid_bh // H
     h = pid_bh % H
-    offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    offs_c = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)  # the tile's tokens, or a transposed copy's columns
+    if LAYOUT == 0:
+        offs_s = offs_c
+        s_ok = offs_s < S
+    else:
+        # A transposed tile owns BLOCK_S columns of the copy, padding included, and gathers the
+        # tokens stored there: rows of D contiguous elements load as fast in any order, and the
+        # store runs along the columns. Storing a row-major tile column by column wrote single
+        # bytes D * S_pad apart: 9x slower than a copy at 12x32760 (RESULTS.md, run 3).
+        offs_s = (_mma_column_key(offs_c) if LAYOUT == 2 else offs_c) - key_pad
+        s_ok = (offs_s >= 0) & (offs_s < S)  # padding columns are written as zeros
     offs_d = tl.arange(0, BLOCK_D)
-    s_ok = offs_s < S
     d_ok = offs_d < D
     ok = s_ok[:, None] & d_ok[None, :]
     src = (x_ptr + b.to(tl.int64) * sx_b + h.to(tl.int64) * sx_h
@@ -226,11 +233,14 @@ def _cast_one(
     if SMOOTH:
         mean = tl.load(mean_ptr + pid_bh * BLOCK_D + offs_d)
         x = tl.where(ok, x - mean[None, :], 0.0)  # padded channels stay exactly zero
-    y = scale_tile(x, MODE, scale_ptr, descale_ptr, pid_bh, sds_bh, offs_s, s_ok, offs_d, BLOCK_D)
-    col = _mma_key_column(offs_s, key_pad) if MMA_KEYS else offs_s
-    dst = (out_ptr + pid_bh.to(tl.int64) * so_bh
-           + col[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d)
-    tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
+    y = to_e4m3(scale_tile(x, MODE, scale_ptr, descale_ptr, pid_bh, sds_bh, offs_s, s_ok, offs_d, BLOCK_D),
+                EMULATE_CAST)
+    out = out_ptr + pid_bh.to(tl.int64) * so_bh
+    if LAYOUT == 0:
+        tl.store(out + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d, y, mask=s_ok[:, None])
+    else:  # so_s == 1, so_d is the row length: a multiple of 16, so the masked store is vectorized
+        dst = out + offs_d[:, None].to(tl.int64) * so_d + offs_c[None, :]
+        tl.store(dst, tl.trans(y), mask=(offs_c < so_d)[None, :])
 
 
 @triton.jit
@@ -242,7 +252,7 @@ def _cast_kernel(
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     MODE0: tl.constexpr, MODE1: tl.constexpr, MODE2: tl.constexpr,
     SMOOTH0: tl.constexpr, SMOOTH1: tl.constexpr, SMOOTH2: tl.constexpr,
-    MMA0: tl.constexpr, MMA1: tl.constexpr, MMA2: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    LAYOUT0: tl.constexpr, LAYOUT1: tl.constexpr, LAYOUT2: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
     """Per (batch*head, tile of BLOCK_S tokens, tensor): see _cast_one."""
     pid_bh = tl.program_id(0)
@@ -250,13 +260,13 @@ def _cast_kernel(
     slot = tl.program_id(2)
     if slot == 0:
         _cast_one(x0, out0, mean0, scale0, descale0, pid_bh, pid_s, S0, H, sb0, sh0, ss0, sd0,
-                  ob0, os0, od0, dsb0, kp0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, MMA0, EMULATE_CAST)
+                  ob0, os0, od0, dsb0, kp0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, LAYOUT0, EMULATE_CAST)
     elif slot == 1:
         _cast_one(x1, out1, mean1, scale1, descale1, pid_bh, pid_s, S1, H, sb1, sh1, ss1, sd1,
-                  ob1, os1, od1, dsb1, kp1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, MMA1, EMULATE_CAST)
+                  ob1, os1, od1, dsb1, kp1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, LAYOUT1, EMULATE_CAST)
     else:
         _cast_one(x2, out2, mean2, scale2, descale2, pid_bh, pid_s, S2, H, sb2, sh2, ss2, sd2,
-                  ob2, os2, od2, dsb2, kp2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, MMA2, EMULATE_CAST)
+                  ob2, os2, od2, dsb2, kp2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, LAYOUT2, EMULATE_CAST)
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -298,11 +308,18 @@ class QuantizeJob(NamedTuple):
     key_order: str = "natural"  # of a transposed copy: one of KEY_ORDERS
 
 
+def _out_layout(job: QuantizeJob) -> int:
+    """The cast kernel's LAYOUT: 0 row-major, 1 transposed in natural key order, 2 in "mma" order."""
+    return 1 + KEY_ORDERS.index(job.key_order) if job.transpose else 0
+
+
 def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = None) -> list[Quantized]:
     """Quantize up to three tensors of one (B, H, *, D) shape family in at most three launches
     (statistics, finalize, cast). Returns one :class:`Quantized` per job; shapes as
     :func:`quantize_fp8`, means (B, H, Dp) fp32. ``config``: tiles (default: the tuned ones)."""
     cfg = config or default_quantize_config()
+    if cfg.cast_block % MMA_KEY_CHUNK:
+        raise ValueError(f"cast_block must be a multiple of {MMA_KEY_CHUNK} (whole key chunks), got {cfg.cast_block}")
     if not 1 <= len(jobs) <= 3:
         raise ValueError(f"quantize_many takes 1 to 3 tensors, got {len(jobs)}")
     for job in jobs:
@@ -323,11 +340,10 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
             s_pad = transposed_row_length(S, job.key_order)
             x8 = torch.empty(B, H, Dp, s_pad, device=device, dtype=torch.float8_e4m3fn)
             out_strides.append((Dp * s_pad, 1, s_pad))
-            if job.key_order == "mma" and s_pad > S:
-                # the padding keys lead, mixed into the first chunks: zero them (P is 0 there,
-                # and 0 * NaN would not be), then the cast writes the real keys over them
+            if job.key_order == "mma":
+                # the padding keys lead, mixed into the first chunks; the cast writes them as
+                # zeros (P is 0 there, and 0 * NaN would not be)
                 key_pads[-1] = s_pad - S
-                x8[..., :_round_up(s_pad - S, MMA_KEY_CHUNK)].zero_()
         else:
             x8 = torch.empty(B, H, S, Dp, device=device, dtype=torch.float8_e4m3fn)
             out_strides.append((S * Dp, Dp, 1))
@@ -352,7 +368,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
     # Pass 3: the cast, every tensor in one launch.
     xs = [job.x for job in jobs]
     dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
-    n_tiles = max(cdiv(x.shape[2], cfg.cast_block) for x in xs)
+    n_tiles = max(cdiv(x.shape[2] + pad, cfg.cast_block) for x, pad in zip(xs, key_pads))
     _cast_kernel[(B * H, n_tiles, len(jobs))](
         *_per_slot(xs, xs[0]), *_per_slot(outs, dummy),
         *_per_slot((dummy if m is None else m for m in means), dummy),
@@ -365,7 +381,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
         D=D, BLOCK_D=Dp, BLOCK_S=cfg.cast_block,
         **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(jobs, jobs[0]))},
-        **{f"MMA{i}": job.key_order == "mma" for i, job in enumerate(_per_slot(jobs, jobs[0]))},
+        **{f"LAYOUT{i}": _out_layout(job) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         EMULATE_CAST=interpreting(), num_warps=cfg.cast_warps,
     )
     return [Quantized(*parts) for parts in zip(outs, descales, means)]
@@ -405,8 +421,8 @@ def quantize_fp8(
 
     Returns ``(x8, descale)``. ``x8`` is (B, H, S, Dp) contiguous, or with ``transpose`` (B, H, Dp,
     S_pad) with tokens contiguous, where Dp is :func:`padded_head_dim` and padded channels are
-    zero; S_pad is :func:`transposed_row_length`: S rounded up to 16 (padding never read), or
-    with ``key_order="mma"`` the Gluon kernel's layout (see KEY_ORDERS; padding zero).
+    zero; S_pad is :func:`transposed_row_length`: S rounded up to 16, or with ``key_order="mma"``
+    the Gluon kernel's layout (see KEY_ORDERS); padding columns are zero.
     ``descale`` is fp32 of shape (B, H) for ``"head"``, (B, H, S) for ``"token"`` (rows 16-float
     aligned), (B, H, Dp) for ``"channel"``. ``smooth`` subtracts the per-(batch, head) channel
     mean over tokens before quantizing (the caller accounts for it).

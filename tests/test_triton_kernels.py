@@ -46,13 +46,62 @@ def test_quantize_matches_reference(granularity, smooth):
     assert mismatch == 0 if not smooth else mismatch < 1e-3
 
 
+def _rms_rope_fp64(x, weight, eps, cos, sin, heads, per_head_norm):
+    """RMSNorm (across heads, or per head) then interleaved RoPE in fp64: (B, S, H*D) -> (B, H, S, D)."""
+    x = x.double().unflatten(-1, (heads, -1))
+    flat = x if per_head_norm else x.flatten(-2)
+    normed = (flat * torch.rsqrt(flat.pow(2).mean(-1, keepdim=True) + eps)).reshape(x.shape)
+    y = (normed * weight.double().reshape(-1, x.shape[-1]) if per_head_norm else
+         normed.flatten(-2) * weight.double()).reshape(x.shape).transpose(1, 2)
+    even, odd = y[..., 0::2], y[..., 1::2]
+    c, s = cos.double(), sin.double()
+    return torch.stack([even * c - odd * s, even * s + odd * c], -1).flatten(-2)
+
+
+@pytest.mark.parametrize("per_head_norm", [False, True])
+@pytest.mark.parametrize("granularity", ["head", "token"])
+@pytest.mark.parametrize("smooth", [False, True])
+def test_norm_rope_quantize_matches_fp64(per_head_norm, granularity, smooth):
+    """The fused RMSNorm + RoPE + e4m3 kernel, dequantized, against fp64 norm and rotation, on
+    tokens whose norms span three orders of magnitude plus an all-zero token. Every path: one read
+    per token (Wan, per token, unsmoothed: the 1/RMS goes into the descales), the 1/RMS handed
+    from the statistics pass, per-head norms. A lost or doubled 1/RMS is off by orders."""
+    from accel.kernels.norm_rope import norm_rope_quantize
+
+    g = _gen()
+    B, S, H, D = 2, 70, 3, 64
+    x = torch.randn(B, S, H * D, device=DEVICE, generator=g) * torch.exp(
+        2 * torch.randn(B, S, 1, device=DEVICE, generator=g))
+    x[1, 5] = 0
+    x = x.bfloat16()
+    weight = torch.rand(D if per_head_norm else H * D, device=DEVICE, generator=g) + 0.5
+    angles = torch.rand(S, D // 2, device=DEVICE, generator=g) * 6
+    x8, descale, mean = norm_rope_quantize(x, weight, 1e-6, angles.cos(), angles.sin(), H, granularity, smooth,
+                                           per_head_norm=per_head_norm)
+    exact = _rms_rope_fp64(x, weight, 1e-6, angles.cos(), angles.sin(), H, per_head_norm)
+    if smooth:
+        assert torch.allclose(mean.double(), exact.mean(2), rtol=1e-4, atol=1e-5)
+        exact = exact - exact.mean(2, keepdim=True)
+    assert descale.isfinite().all()
+    dequantized = x8.double() * (descale[..., None, None] if granularity == "head" else descale[..., None])
+    # per token, each row has its own scale: the error is relative per row (e4m3: ~2-3%)
+    if granularity == "token":
+        rows = (dequantized - exact).norm(dim=-1) / exact.norm(dim=-1)
+        assert rows[exact.norm(dim=-1) > 0].max() < 0.04
+    else:
+        assert rel_l2(dequantized, exact) < 0.04
+    if not smooth:
+        assert (dequantized[1, :, 5] == 0).all()
+
+
 def test_quantize_transposed_and_per_channel():
     from accel.kernels.quantize import quantize_fp8
 
     v = activation_like_qkv(1, 2, 77, 77, 64, "gaussian", device=DEVICE, generator=_gen())[2]
     v8t, descale = quantize_fp8(v, "channel", transpose=True)
     r8, rdescale = quantize_reference(v, "channel")
-    assert v8t.shape == (1, 2, 64, 80)  # tokens padded to 16
+    assert v8t.shape == (1, 2, 64, 80)  # tokens padded to 16, with zeros
+    assert (v8t[..., 77:].float() == 0).all()
     assert torch.equal(v8t[..., :77].transpose(-1, -2).float(), r8.float())
     assert torch.equal(descale, rdescale)
 
