@@ -11,6 +11,9 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 7    # FLUX 1024: FP8 below the key threshold?
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 8    # Gluon tests; short calls' host time; FLUX 1024
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 9    # run 6: FLUX 1024 presets, Wan-14B 480p, whole calls
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 10   # session 8: whole GPU suite, quantization passes
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 11   # quantization tiles; the rest of the suite
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 12   # session 8's final tables
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -19,7 +22,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -136,7 +139,53 @@ case "$stage" in
     sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-token,fa3-fp8-kernel-only
   tail -n 6 "$out/flux-1024-presets.log"; tail -n 8 "$out/pipeline-14b-480p.log"; tail -n 16 "$out/attention.log"
   ;;
+10)
+  # Session 8 (NOTES 40): the quantization passes' GPU time per kernel and share of copy
+  # bandwidth (transposed casts storing whole columns, Wan's norm + RoPE with one read per token);
+  # whole calls against cuDNN, FA3 bf16 and our quantization + FA3 FP8; the whole GPU test suite.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  if [ -f benchmarks/_ab_quantize.py ]; then run ab-quantize 90 python benchmarks/_ab_quantize.py; fi
+  run quantize 60 python benchmarks/tune_quantize.py --current --json "$out/quantize.json"
+  run attention 110 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" \
+    --shapes 24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head
+  run gpu-tests 270 python -m pytest -q --durations=10 tests/test_gpu.py tests/test_triton_kernels.py \
+    tests/test_processors.py tests/test_compile.py
+  grep AB "$out/ab-quantize.log"; grep -E "CURRENT|norm_rope" "$out/quantize.log"; tail -n 8 "$out/attention.log"
+  grep -E "^(FAILED|ERROR)" "$out/gpu-tests.log"; tail -n 1 "$out/gpu-tests.log"
+  ;;
+11)
+  # Session 8 (NOTES 40): every quantization pass's tiles (statistics, finalize, cast) and the
+  # fused norm + RoPE kernel's (tokens x warps), GPU time per kernel; then the part of the GPU
+  # suite that stage 10's time limit cut.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run tune-quantize 250 python benchmarks/tune_quantize.py --json "$out/tune-quantize.json"
+  run gpu-tests-rest 150 python -m pytest -q tests/test_processors.py tests/test_compile.py
+  grep -E "BEST|norm_rope" "$out/tune-quantize.log"
+  grep -E "^(FAILED|ERROR)" "$out/gpu-tests-rest.log"; tail -n 1 "$out/gpu-tests-rest.log"
+  ;;
+12)
+  # Session 8's final tables (NOTES 40-42): the tests of what changed (quantization tiles, norm +
+  # RoPE paths, exp2 on FMA units, TMA descriptors built once per geometry); quantization before
+  # and after; issue 3's table (whole calls and kernel only, every reference row); D = 64 with
+  # part of the exp2s on FMA units; a short call's host time.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run tests 120 python -m pytest -q -x tests/test_triton_kernels.py tests/test_gpu.py -k \
+    "norm_rope or quantize or test_exp2_on_fma_units or matches_default or gluon_kernel_small"
+  if [ -f benchmarks/_ab_quantize.py ]; then run ab-quantize 60 python benchmarks/_ab_quantize.py; fi
+  run attention 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" \
+    --shapes 24x2048x2048x128,24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-triton-token,accel-fa3-head,kernel-only-head,kernel-only-token,fa3-fp8-kernel-only
+  run norm-rope-tiles 70 python benchmarks/tune_quantize.py --norm-rope-only --json "$out/norm-rope-tiles.json"
+  run gluon-d64 100 python benchmarks/gluon_attention.py --granularity head --exp2-fma 0,0.0625,0.125,0.25 \
+    --shapes 24x4608x4608x64,24x8192x8192x64,24x16384x16384x64,12x32760x32760x64,40x75600x75600x64 \
+    --json "$out/gluon-d64.json"
+  run call-cost 30 python benchmarks/call_cost.py --shape 24x2048x2048x128 --calls 100
+  tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"; grep AB "$out/ab-quantize.log"
+  tail -n 10 "$out/attention.log"; grep -E "speed|Error|fma" "$out/gluon-d64.log" | tail -n 25
+  grep -E "host" "$out/call-cost.log"; grep -E "smooth=" "$out/norm-rope-tiles.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 9" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 12" >&2; exit 2 ;;
 esac
 cat "$summary"

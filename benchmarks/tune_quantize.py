@@ -3,9 +3,9 @@
     python benchmarks/tune_quantize.py [--json out.json]
     python benchmarks/tune_quantize.py --current   # the tiles in use only, GPU time per kernel
 
-For each shape and granularity: the time of quantizing Q, K (smoothed) and V (transposed) from
-bf16 (B, S, H, D) views, and the bandwidth that moves (bf16 read once + e4m3 written, over time)
-as a share of this card's measured device-to-device copy bandwidth. Winners go into
+For each shape and granularity: the GPU time (torch.profiler, per kernel) of quantizing Q, K
+(smoothed) and V (transposed) from bf16 (B, S, H, D) views, and the bandwidth that moves (bf16
+read once + e4m3 written, over time) as a share of this card's device-to-device copy bandwidth. Winners go into
 ``accel.kernels.configs`` and benchmarks/NOTES.md.
 """
 
@@ -19,7 +19,7 @@ import torch
 from triton.testing import do_bench
 
 from accel.kernels.configs import GPU_QUANTIZE_CONFIG, QuantizeConfig
-from accel.kernels.norm_rope import BLOCK_S, norm_rope_quantize
+from accel.kernels.norm_rope import norm_rope_quantize
 from accel.kernels.quantize import QuantizeJob, quantize_many
 from accel.testing import activation_like_qkv
 
@@ -28,12 +28,14 @@ ROTATION_BYTES = 256 << 20  # rotate input sets so that each timed call reads me
 
 
 def sweep_configs() -> list[QuantizeConfig]:
-    """The statistics pass's tiles with the cast's fixed, then the cast's with the statistics' fixed."""
+    """Each pass's tiles with the others' fixed: statistics (whose chunk count the finalize pass
+    reduces), finalize, cast."""
     base = GPU_QUANTIZE_CONFIG
     stats = [base._replace(stats_tokens=t, stats_block=b, stats_warps=w)
-             for t in (256, 512, 1024) for b in (16, 32, 64) for w in (4, 8) if b <= t]
+             for t in (128, 256, 512) for b in (16, 64, 128) for w in (4, 8) if b <= t]
+    finalize = [base._replace(finalize_chunks=c, finalize_warps=w) for c in (32, 64, 128) for w in (4, 8, 16)]
     cast = [base._replace(cast_block=b, cast_warps=w) for b in (32, 64, 128) for w in (4, 8)]
-    return list(dict.fromkeys(stats + cast))
+    return list(dict.fromkeys([base] + stats + finalize + cast))
 
 
 def copy_bandwidth(nbytes: int) -> float:
@@ -49,16 +51,6 @@ def input_sets(heads: int, tokens: int, d: int, g: torch.Generator) -> list[tupl
     n = max(1, math.ceil(ROTATION_BYTES / one))
     return [activation_like_qkv(1, heads, tokens, tokens, d, device="cuda", generator=g, layout="bshd")
             for _ in range(n)]
-
-
-def time_rotating(fn, sets) -> float:
-    state = {"i": 0}
-
-    def step():
-        state["i"] = (state["i"] + 1) % len(sets)
-        fn(*sets[state["i"]])
-
-    return do_bench(step, warmup=25, rep=150, return_mode="median")
 
 
 def kernel_times(fn, sets, calls: int = 20) -> dict[str, float]:
@@ -101,28 +93,32 @@ def current_tiles(g, copy_bw, records) -> None:
 
 
 def jobs(q, k, v, granularity: str) -> list[QuantizeJob]:
-    """Q, K and V as fp8_sdpa quantizes them (bshd views seen as bhsd; K smoothed, V transposed)."""
+    """Q, K and V as fp8_sdpa quantizes them for the Gluon kernel (bshd views seen as bhsd; K
+    smoothed, V transposed in its key order)."""
     vg = "channel" if granularity == "token" else "head"
     return [QuantizeJob(q.transpose(1, 2), granularity), QuantizeJob(k.transpose(1, 2), granularity, True),
-            QuantizeJob(v.transpose(1, 2), vg, False, True)]
+            QuantizeJob(v.transpose(1, 2), vg, False, True, "mma")]
 
 
 def tune_quantize(g, copy_bw, records) -> None:
-    for heads, tokens, d in SHAPES:
+    for heads, tokens, d in SHAPES[:3]:
         sets = input_sets(heads, tokens, d, g)
         moved = 3 * heads * tokens * d * (2 + 1)  # bf16 in, e4m3 out
         for gran in ("head", "token"):
             best = None
             for cfg in sweep_configs():
                 try:
-                    ms = time_rotating(lambda q, k, v: quantize_many(jobs(q, k, v, gran), cfg), sets)
+                    times = kernel_times(lambda q, k, v: quantize_many(jobs(q, k, v, gran), cfg), sets)
                 except Exception as exc:  # a tile this triton cannot compile: say so, keep going
                     print(f"{heads}x{tokens} D={d} {gran} {tuple(cfg)}: {type(exc).__name__}", flush=True)
                     continue
+                ms = sum(times.values())
                 share = moved / (ms * 1e-3) / copy_bw
                 records.append(dict(kind="quantize", shape=[heads, tokens, d], granularity=gran,
-                                    config=list(cfg), ms=ms, copy_share=share))
-                print(f"{heads}x{tokens} D={d} {gran:<5} {tuple(cfg)} {ms:8.4f} ms {share:6.1%} of copy", flush=True)
+                                    config=list(cfg), kernels=times, ms=ms, copy_share=share))
+                parts = " + ".join(f"{v:.4f}" for _, v in sorted(times.items()))
+                print(f"{heads}x{tokens} D={d} {gran:<5} {tuple(cfg)} {ms:8.4f} ms ({parts}: cast, stats, "
+                      f"finalize) {share:6.1%} of copy", flush=True)
                 if best is None or ms < best[0]:
                     best = (ms, cfg, share)
             print(f"BEST quantize {heads}x{tokens} D={d} {gran}: {tuple(best[1])} {best[0]:.4f} ms "
@@ -130,7 +126,12 @@ def tune_quantize(g, copy_bw, records) -> None:
         del sets
 
 
-def tune_norm_rope(g, copy_bw, records, block_sizes=(16, 32, 64)) -> None:
+NORM_ROPE_TILES = ((64, 4, 1), (64, 4, 2), (64, 4, 4), (64, 4, 8), (64, 4, 40), (32, 4, 4), (128, 8, 4))
+
+
+def tune_norm_rope(g, copy_bw, records, tiles=NORM_ROPE_TILES) -> None:
+    """(tokens, warps, heads) per program of the fused norm + RoPE kernel; the one-read path
+    (per token, unsmoothed) keeps every head in one program, its rows time (tokens, warps) only."""
     for heads, tokens in ((40, 75600), (12, 32760)):
         d = 128
         x = torch.randn(1, tokens, heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -139,21 +140,26 @@ def tune_norm_rope(g, copy_bw, records, block_sizes=(16, 32, 64)) -> None:
             -torch.arange(d // 2, device="cuda") / (d // 2) * math.log(1e4))[None, :]
         cos, sin = angles.cos(), angles.sin()
         moved = heads * tokens * d * 3
-        for gran, smooth in (("head", False), ("token", True), ("head", True)):
-            for block_s in block_sizes:
-                ms = do_bench(lambda: norm_rope_quantize(x, w, 1e-6, cos, sin, heads, gran, smooth, block_s),
-                              warmup=25, rep=150, return_mode="median")
+        for gran, smooth in (("token", False), ("token", True), ("head", False), ("head", True)):
+            for tile in tiles:  # (tokens, warps), or None: the defaults
+                fn = lambda x: norm_rope_quantize(x, w, 1e-6, cos, sin, heads, gran, smooth, tile)  # noqa: E731
+                try:
+                    ms = sum(kernel_times(fn, [(x,)]).values())
+                except Exception as exc:  # a tile this triton cannot compile: say so, keep going
+                    print(f"norm_rope {heads}x{tokens} {gran} {tile}: {type(exc).__name__}", flush=True)
+                    continue
                 share = moved / (ms * 1e-3) / copy_bw
                 records.append(dict(kind="norm_rope", shape=[heads, tokens, d], granularity=gran, smooth=smooth,
-                                    block_s=block_s, ms=ms, copy_share=share))
-                print(f"norm_rope {heads}x{tokens} {gran:<5} smooth={smooth!s:<5} block_s={block_s:<3} "
+                                    tiles=tile, ms=ms, copy_share=share))
+                print(f"norm_rope {heads}x{tokens} {gran:<5} smooth={smooth!s:<5} tiles={tile or 'default'} "
                       f"{ms:8.4f} ms {share:6.1%} of copy", flush=True)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--json", help="write every measurement here")
-    p.add_argument("--current", action="store_true", help="the tiles in use only, GPU time per kernel")
+    p.add_argument("--current", action="store_true", help="the tiles in use only")
+    p.add_argument("--norm-rope-only", action="store_true", help="sweep the fused norm + RoPE kernel only")
     args = p.parse_args(argv)
     g = torch.Generator(device="cuda").manual_seed(0)
     copy_bw = copy_bandwidth(1 << 30)
@@ -161,9 +167,10 @@ def main(argv=None) -> None:
     records: list[dict] = []
     if args.current:
         current_tiles(g, copy_bw, records)
-        tune_norm_rope(g, copy_bw, records, block_sizes=(BLOCK_S,))
+        tune_norm_rope(g, copy_bw, records, tiles=(None,))
     else:
-        tune_quantize(g, copy_bw, records)
+        if not args.norm_rope_only:
+            tune_quantize(g, copy_bw, records)
         tune_norm_rope(g, copy_bw, records)
     if args.json:
         with open(args.json, "w") as f:

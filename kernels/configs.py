@@ -25,6 +25,8 @@ class QuantizeConfig(NamedTuple):
     stats_warps: int
     cast_block: int  # tokens per program of the cast pass
     cast_warps: int
+    finalize_chunks: int = 32  # statistics rows per load of the finalize pass (one program per head)
+    finalize_warps: int = 4
 
 
 #: Best of benchmarks/tune_attention.py for per-head scales at D = 128 (H200, triton 3.6:
@@ -49,9 +51,12 @@ INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 #: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760; benchmarks/NOTES.md 17).
 QUANTIZE_Q_IN_KERNEL_MAX_KEYS = 2048
 
-#: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md):
-#: small statistics loads keep many programs' loads in flight without spilling accumulators.
-GPU_QUANTIZE_CONFIG = QuantizeConfig(128, 16, 4, 128, 8)
+#: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md 10,
+#: 41): small statistics loads keep many programs' loads in flight without spilling accumulators;
+#: the finalize pass (one program per head) loads 128 chunks' statistics at once: it is a serial
+#: loop over ~250-600 chunks on 12-120 programs, latency-bound with 32 (0.053 -> 0.017 ms at
+#: 12x32760); 64-token casts beat 128 per token (1.61 against 1.72 ms at 40x75600).
+GPU_QUANTIZE_CONFIG = QuantizeConfig(128, 16, 4, 64, 4, 128, 4)
 #: Small tiles under the interpreter, so short test sequences span several programs.
 INTERPRETER_QUANTIZE_CONFIG = QuantizeConfig(256, 32, 4, 64, 4)
 

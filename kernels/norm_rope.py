@@ -4,8 +4,8 @@ Both families normalize Q and K with an RMSNorm, rotate adjacent channel pairs (
 and then attention quantizes them. Done apart, that writes a bf16 copy of the normed Q/K, reads
 it for RoPE, writes the roped copy and reads it again to quantize. Here one kernel reads the
 projection output once (twice when a whole-head statistic is needed first: per-head scales or
-smooth-K, three times with Wan's across-heads norm) and writes only the e4m3 copy in the
-attention kernel's layout, plus its descales.
+smooth-K; once more for Wan's across-heads norm, except per token without smoothing) and writes
+only the e4m3 copy in the attention kernel's layout, plus its descales.
 
 * Wan: one RMSNorm across all heads of a token (weight of H*D).
 * FLUX: one RMSNorm per head (weight of D); double-stream blocks prepend the text tokens, which
@@ -20,10 +20,15 @@ import triton
 import triton.language as tl
 
 from ._triton_utils import cdiv, to_e4m3
-from .configs import interpreting
+from .configs import default_quantize_config, interpreting
 from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
-BLOCK_S = 64  # tokens per program: 2.2x faster than 16 at Wan-14B 720p (H200, benchmarks/NOTES.md)
+#: (tokens, warps, heads) per program, H200 (benchmarks/NOTES.md 12, 41). The one-read per-token
+#: path (Wan, every head in one program) holds less per token: 32 tokens on 8 warps (0.45 ms per
+#: tensor at Wan-14B 720p; 64 on 4: 0.62). The other paths split the heads into groups of 4 so
+#: that short sequences still fill the GPU (12x32760: 512 programs of 64 tokens; not yet tuned).
+TILES = (64, 4, 4)
+ONE_READ_TILES = (32, 8)
 
 
 @triton.jit
@@ -45,8 +50,8 @@ def _per_source(in_a, value_a, value_b, TWO: tl.constexpr):
 
 
 @triton.jit
-def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
-                         offs_s, s_ok, rms, h, D: tl.constexpr, HALF: tl.constexpr,
+def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos, sin,
+                         s_ok, rms, h, D: tl.constexpr, HALF: tl.constexpr,
                          PER_HEAD: tl.constexpr, TWO: tl.constexpr):
     """One head's (BLOCK_S, D) tile of RMSNorm(x) * w rotated by RoPE, fp32, pairs interleaved,
     and the tile's sum of squares per row. ``rms`` is the across-heads 1/RMS per row; PER_HEAD
@@ -61,23 +66,38 @@ def _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b
         w = tl.where(in_a[:, None], w, tl.load(wb_ptr + h * w_head_stride + offs_d).to(tl.float32)[None, :])
     y = x * rms[:, None] * w
     even, odd = tl.split(tl.reshape(y, [y.shape[0], HALF, 2]))
-    offs_p = tl.arange(0, HALF)
-    cos = tl.load(cos_ptr + offs_s[:, None] * HALF + offs_p[None, :], mask=s_ok[:, None], other=1.0)
-    sin = tl.load(sin_ptr + offs_s[:, None] * HALF + offs_p[None, :], mask=s_ok[:, None], other=0.0)
     return tl.interleave(even * cos - odd * sin, even * sin + odd * cos), squares
+
+
+@triton.jit
+def _token_rms_kernel(xa_ptr, xb_ptr, rms_ptr, S, S_A, H, sa_b, sa_s, sb_b, sb_s, eps_a, eps_b,
+                      D: tl.constexpr, BLOCK_S: tl.constexpr, TWO: tl.constexpr):
+    """Each token's 1/RMS over all H*D channels (Wan's across-heads norm) -> rms (B, S)."""
+    pid_s = tl.program_id(0)
+    b = tl.program_id(1)
+    offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    s_ok = offs_s < S
+    rows = _joint_rows(xa_ptr, xb_ptr, b, offs_s, S_A, sa_b, sa_s, sb_b, sb_s, TWO)
+    offs_d = tl.arange(0, D)
+    ss = tl.zeros([BLOCK_S], tl.float32)
+    for h in range(H):
+        x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
+        ss += tl.sum(x * x, 1)
+    rms = tl.math.rsqrt(ss / (H * D) + _per_source(offs_s < S_A, eps_a, eps_b, TWO))
+    tl.store(rms_ptr + b.to(tl.int64) * S + offs_s, rms, mask=s_ok)
 
 
 @triton.jit
 def _norm_rope_quant_kernel(
     xa_ptr, xb_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, rms_ptr, mean_ptr, scale_ptr,
     descale_ptr, S, S_A, H, sa_b, sa_s, sb_b, sb_s, w_head_stride, eps_a, eps_b, so_s, sds_bh,
-    D: tl.constexpr, BLOCK_S: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
+    D: tl.constexpr, BLOCK_S: tl.constexpr, HEADS: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
     SMOOTH: tl.constexpr, PER_HEAD: tl.constexpr, TWO: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
-    """PASS 0: per-(batch, head, channel) sum/max/min of the rotated tile -> stats (for per-head
-    scales or smooth-K), and with an across-heads norm each token's 1/RMS -> rms. PASS 1:
-    quantize, MODE 0 per head (given scale), 1 per token; with an across-heads norm it reads the
-    1/RMS that pass 0 left, or (ONE_READ) reads each element once: see below."""
+    """A program: BLOCK_S tokens of HEADS heads (grid: token chunks, batch, head groups). PASS 0:
+    per-(batch, head, channel) sum/max/min of the rotated tile -> stats (for per-head scales or
+    smooth-K). PASS 1: quantize, MODE 0 per head (given scale), 1 per token. Wan's across-heads
+    1/RMS comes from _token_rms_kernel, or (ONE_READ, every head in one program) see below."""
     pid_s = tl.program_id(0)
     b = tl.program_id(1)
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -85,27 +105,23 @@ def _norm_rope_quant_kernel(
     in_a = offs_s < S_A
     rows = _joint_rows(xa_ptr, xb_ptr, b, offs_s, S_A, sa_b, sa_s, sb_b, sb_s, TWO)
     offs_d = tl.arange(0, D)
-    eps = _per_source(in_a, eps_a, eps_b, TWO)
-    rms_row = rms_ptr + b.to(tl.int64) * S + offs_s
     # Per token without smoothing, Wan's 1/RMS cancels out of the e4m3 values (a row's scale is
     # 448 over its own amax): quantize the unnormalized rotation, sum the squares on the way and
     # multiply the descales by the 1/RMS at the end. One read of x instead of two.
     ONE_READ: tl.constexpr = PASS == 1 and MODE == 1 and not SMOOTH and not PER_HEAD
     rms = tl.full([BLOCK_S], 1.0, tl.float32)
-    if PASS == 1 and not PER_HEAD and not ONE_READ:
-        rms = tl.load(rms_row, mask=s_ok, other=1.0)
-    if PASS == 0 and not PER_HEAD:  # sum of squares over the whole row first
-        ss = tl.zeros([BLOCK_S], tl.float32)
-        for h in range(H):
-            x = tl.load(rows[:, None] + h * D + offs_d[None, :], mask=s_ok[:, None], other=0.0).to(tl.float32)
-            ss += tl.sum(x * x, 1)
-        rms = tl.math.rsqrt(ss / (H * D) + eps)
-        tl.store(rms_row, rms, mask=s_ok)
+    if not PER_HEAD and not ONE_READ:
+        rms = tl.load(rms_ptr + b.to(tl.int64) * S + offs_s, mask=s_ok, other=1.0)
+    # the rotation's angles are the same for every head: loaded once per program
+    offs_p = tl.arange(0, D // 2)
+    cos = tl.load(cos_ptr + offs_s[:, None] * (D // 2) + offs_p[None, :], mask=s_ok[:, None], other=1.0)
+    sin = tl.load(sin_ptr + offs_s[:, None] * (D // 2) + offs_p[None, :], mask=s_ok[:, None], other=0.0)
     ss = tl.zeros([BLOCK_S], tl.float32)
     n_chunks = tl.num_programs(0)
-    for h in range(H):
-        y, squares = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos_ptr, sin_ptr,
-                                          offs_s, s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
+    h0 = tl.program_id(2) * HEADS
+    for h in range(h0, tl.minimum(h0 + HEADS, H)):
+        y, squares = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos, sin,
+                                          s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
         ss += squares
         bh = b * H + h
         if PASS == 0:
@@ -119,8 +135,8 @@ def _norm_rope_quant_kernel(
             y = scale_tile(y, MODE, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d, D)
             dst = out_ptr + bh.to(tl.int64) * S * so_s + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :]
             tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
-    if ONE_READ:
-        rms = tl.math.rsqrt(ss / (H * D) + eps)
+    if ONE_READ:  # HEADS >= H: this program saw the whole row
+        rms = tl.math.rsqrt(ss / (H * D) + _per_source(in_a, eps_a, eps_b, TWO))
         tl.debug_barrier()  # the descales written above, by whichever thread held their row
         for h in range(H):
             descales = descale_ptr + (b * H + h).to(tl.int64) * sds_bh + offs_s
@@ -156,7 +172,7 @@ def norm_rope_quantize(
     heads: int,
     granularity: str,
     smooth: bool = False,
-    block_s: int = BLOCK_S,
+    tiles: tuple[int, ...] | None = None,
     *,
     per_head_norm: bool = False,
     prefix: tuple[torch.Tensor, torch.Tensor, float] | None = None,
@@ -169,7 +185,7 @@ def norm_rope_quantize(
     text tokens, normed with their own weights): the result is that of ``cat([prefix, x], 1)``.
     ``cos``/``sin``: (S_joint, D/2), one value per channel pair. Returns (x8 (B, H, S_joint, D)
     e4m3, descale as :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean
-    (B, H, D) fp32 if ``smooth`` else None). ``block_s``: tokens per program (tuning only).
+    (B, H, D) fp32 if ``smooth`` else None). ``tiles``: (tokens, warps[, heads]) per program (tuning only; default TILES or ONE_READ_TILES).
     """
     if granularity not in GRANULARITIES[:2]:
         raise ValueError(f"granularity must be 'head' or 'token', got {granularity!r}")
@@ -185,21 +201,28 @@ def norm_rope_quantize(
     if cos.shape != (S, D // 2) or sin.shape != (S, D // 2):
         raise ValueError(f"cos and sin must be (tokens, head_dim / 2) = {(S, D // 2)}, got "
                          f"{tuple(cos.shape)} and {tuple(sin.shape)}")
+    one_read = granularity == "token" and not smooth and not per_head_norm  # the kernel's ONE_READ
+    block_s, warps, *group = tiles or (ONE_READ_TILES if one_read else TILES)
+    group = heads if one_read or not group else min(group[0], heads)
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     x8 = torch.empty(B, heads, S, D, device=dev, dtype=torch.float8_e4m3fn)
     n_chunks = cdiv(S, block_s)
-    grid = (n_chunks, B)
+    grid = (n_chunks, B, cdiv(heads, group))
     sources_args = (xa, xb, wa, wb)
-    shape_args = (S, S_A, heads, xa.stride(0), xa.stride(1), xb.stride(0), xb.stride(1),
-                  0 if per_head_norm else D, eps_a, eps_b)
-    common = dict(D=D, BLOCK_S=block_s, PER_HEAD=per_head_norm, TWO=prefix is not None,
-                  EMULATE_CAST=interpreting(), num_warps=4)
+    strides = (xa.stride(0), xa.stride(1), xb.stride(0), xb.stride(1))
+    shape_args = (S, S_A, heads, *strides, 0 if per_head_norm else D, eps_a, eps_b)
+    common = dict(D=D, BLOCK_S=block_s, HEADS=group, PER_HEAD=per_head_norm, TWO=prefix is not None,
+                  EMULATE_CAST=interpreting(), num_warps=warps)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     mean = scale = None
-    # each token's across-heads 1/RMS, from the statistics pass to the quantization pass
-    rms = x8 if per_head_norm else torch.empty(B, S, **f32)
+    rms = x8  # each token's across-heads 1/RMS, where the passes need it
+    if not per_head_norm and not one_read:
+        rms = torch.empty(B, S, **f32)
+        _token_rms_kernel[(cdiv(S, block_s), B)](xa, xb, rms, S, S_A, heads, *strides, eps_a, eps_b,
+                                                D=D, BLOCK_S=block_s, TWO=prefix is not None, num_warps=warps)
     if smooth or granularity == "head":
+        quantize_cfg = default_quantize_config()  # the finalize pass is quantize_many's
         stats = torch.empty(B * heads, n_chunks, 3, D, **f32)
         _norm_rope_quant_kernel[grid](*sources_args, cos, sin, x8, stats, rms, stats, stats, stats,
                                       *shape_args, D, 0, PASS=0, MODE=0, SMOOTH=False, **common)
@@ -208,9 +231,9 @@ def norm_rope_quantize(
         head_descale = torch.empty(B, heads, **f32)
         _finalize_stats_kernel[(B * heads, 1)](
             stats, stats if mean is None else mean, stats, stats, scale, stats, stats, head_descale, stats, stats,
-            S, 1, 1, n_chunks, D=D, BLOCK_D=D, BLOCK_C=64, STATS_TOKENS=block_s,
+            S, 1, 1, n_chunks, D=D, BLOCK_D=D, BLOCK_C=quantize_cfg.finalize_chunks, STATS_TOKENS=block_s,
             SMOOTH0=smooth, SMOOTH1=False, SMOOTH2=False,
-            PER_CHANNEL0=False, PER_CHANNEL1=False, PER_CHANNEL2=False, num_warps=4,
+            PER_CHANNEL0=False, PER_CHANNEL1=False, PER_CHANNEL2=False, num_warps=quantize_cfg.finalize_warps,
         )
     if granularity == "token":
         s_pad = cdiv(S, 16) * 16

@@ -403,10 +403,10 @@ def _statistics(jobs, slots, means, scales, descales, B, H, D, Dp, cfg: Quantize
     pick = lambda seq: _per_slot((seq[i] if seq[i] is not None else stats for i in slots), stats)  # noqa: E731
     _finalize_stats_kernel[(B * H, len(slots))](
         stats, *pick(means), *pick(scales), *pick(descales), *_per_slot(lengths, 1), max_chunks,
-        D=D, BLOCK_D=Dp, BLOCK_C=32, STATS_TOKENS=cfg.stats_tokens,
+        D=D, BLOCK_D=Dp, BLOCK_C=cfg.finalize_chunks, STATS_TOKENS=cfg.stats_tokens,
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(chosen, chosen[0]))},
         **{f"PER_CHANNEL{i}": job.granularity == "channel" for i, job in enumerate(_per_slot(chosen, chosen[0]))},
-        num_warps=4,
+        num_warps=cfg.finalize_warps,
     )
 
 

@@ -58,14 +58,15 @@ def _rms_rope_fp64(x, weight, eps, cos, sin, heads, per_head_norm):
     return torch.stack([even * c - odd * s, even * s + odd * c], -1).flatten(-2)
 
 
+@pytest.mark.parametrize("tiles", [None, (16, 4, 2)])  # the defaults; two head groups, the last partial
 @pytest.mark.parametrize("per_head_norm", [False, True])
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("smooth", [False, True])
-def test_norm_rope_quantize_matches_fp64(per_head_norm, granularity, smooth):
+def test_norm_rope_quantize_matches_fp64(per_head_norm, granularity, smooth, tiles):
     """The fused RMSNorm + RoPE + e4m3 kernel, dequantized, against fp64 norm and rotation, on
     tokens whose norms span three orders of magnitude plus an all-zero token. Every path: one read
-    per token (Wan, per token, unsmoothed: the 1/RMS goes into the descales), the 1/RMS handed
-    from the statistics pass, per-head norms. A lost or doubled 1/RMS is off by orders."""
+    per token (Wan, per token, unsmoothed: the 1/RMS goes into the descales), the 1/RMS from its
+    own pass, per-head norms; heads in groups. A lost or doubled 1/RMS is off by orders."""
     from accel.kernels.norm_rope import norm_rope_quantize
 
     g = _gen()
@@ -77,7 +78,7 @@ def test_norm_rope_quantize_matches_fp64(per_head_norm, granularity, smooth):
     weight = torch.rand(D if per_head_norm else H * D, device=DEVICE, generator=g) + 0.5
     angles = torch.rand(S, D // 2, device=DEVICE, generator=g) * 6
     x8, descale, mean = norm_rope_quantize(x, weight, 1e-6, angles.cos(), angles.sin(), H, granularity, smooth,
-                                           per_head_norm=per_head_norm)
+                                           tiles, per_head_norm=per_head_norm)
     exact = _rms_rope_fp64(x, weight, 1e-6, angles.cos(), angles.sin(), H, per_head_norm)
     if smooth:
         assert torch.allclose(mean.double(), exact.mean(2), rtol=1e-4, atol=1e-5)
