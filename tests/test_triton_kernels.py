@@ -190,6 +190,29 @@ def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens):
         assert rows.shape[1] % ga.BLOCK_N == 0 and not rows[:, :key_pad].any()
 
 
+def test_gluon_descriptors_from_checked_fields_match_triton_s():
+    """The launcher builds its TMA descriptors from fields checked once per geometry, with no 2-D
+    view (host time): the same fields as Triton's descriptor of the 2-D view, the tensor itself as
+    the base, and the base's 16-byte alignment still checked on every call."""
+    from accel.kernels import gluon_attention as ga
+
+    if ga._IMPORT_ERROR is not None:
+        pytest.skip(f"no Gluon API here: {ga._IMPORT_ERROR!r}")
+    layout = ga._layouts(128)[1]
+
+    def fields(desc):
+        return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in vars(desc).items() if k != "base"}
+
+    for heads, tokens in ((3, 257), (24, 2048)):
+        x = torch.empty(1, heads, tokens, 128, dtype=torch.float8_e4m3fn, device=DEVICE)
+        desc = ga._rows_desc(x, (ga.BLOCK_N, 128), layout)
+        ref = ga.TensorDescriptor.from_tensor(x.view(-1, 128), [ga.BLOCK_N, 128], layout)
+        assert type(desc) is type(ref) and desc.base is x and fields(desc) == fields(ref)
+    misaligned = torch.empty(2 * 128 * 128 + 1, dtype=torch.float8_e4m3fn, device=DEVICE)[1:].view(2, 128, 128)
+    with pytest.raises(AssertionError, match="16 bytes"):
+        ga._rows_desc(misaligned, (ga.BLOCK_N, 128), layout)
+
+
 def test_ops_run_their_body_directly_only_when_nothing_must_see_the_op():
     """Eager calls on plain tensors skip torch's dispatcher (host time); autograd-recording and
     fake-tensor calls go through the custom op; both give the same tensors."""

@@ -41,7 +41,7 @@ class TritonBackend(Backend):
             # it loads, which spares a whole pass over Q (most of the work when Sq >> Skv).
             k8, v8t, kd, vd, v_mean = ops.quantize_kv(call.key, call.value, "token", call.smooth_k,
                                                       call.smooth_v, True)
-            q8, qd, k_bias = call.query, kd.new_empty((0,)), None
+            q8, qd, k_bias = call.query, kd, None  # qd unread: kd spares an allocation
         else:
             q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
                 call.query, call.key, call.value, call.granularity, call.smooth_k, call.smooth_v, True,
