@@ -14,6 +14,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 10   # session 8: whole GPU suite, quantization passes
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 11   # quantization tiles; the rest of the suite
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 12   # session 8's final tables
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 13   # Wan-1.3B 480p; norm + RoPE tests
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -22,7 +23,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12|13}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -185,7 +186,18 @@ case "$stage" in
   tail -n 10 "$out/attention.log"; grep -E "speed|Error|fma" "$out/gluon-d64.log" | tail -n 25
   grep -E "host" "$out/call-cost.log"; grep -E "smooth=" "$out/norm-rope-tiles.log"
   ;;
+13)
+  # Session 8's last call: Wan-1.3B 480p end to end (the fused norm + RoPE kernel is a fifth of
+  # its attention time), rotated rounds; the GPU tests stage 12's time limit cut.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run pipeline-1.3b 130 python benchmarks/pipeline.py --configs wan-1.3b-480p --repeats 3 --rounds 2 \
+    --variants _native_cudnn,fa3-bf16,torchao-style,accel-speed,accel-balanced,accel-quality \
+    --json "$out/pipeline-1.3b.json"
+  run tests 100 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "norm_rope or (gluon_kernel_small and gaussian) or test_exp2_on_fma_units or matches_default"
+  tail -n 10 "$out/pipeline-1.3b.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 12" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 13" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -23,11 +23,11 @@ from ._triton_utils import cdiv, to_e4m3
 from .configs import default_quantize_config, interpreting
 from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
-#: (tokens, warps, heads) per program, H200 (benchmarks/NOTES.md 12, 41). The one-read per-token
-#: path (Wan, every head in one program) holds less per token: 32 tokens on 8 warps (0.45 ms per
-#: tensor at Wan-14B 720p; 64 on 4: 0.62). The other paths split the heads into groups of 4 so
-#: that short sequences still fill the GPU (12x32760: 512 programs of 64 tokens; not yet tuned).
-TILES = (64, 4, 4)
+#: (tokens, warps[, heads]) per program, every head by default; H200 (benchmarks/NOTES.md 12, 41).
+#: The one-read per-token path holds less per token: 32 tokens on 8 warps (0.45 ms per tensor at
+#: Wan-14B 720p; 64 on 4: 0.56-0.62). The others: 64 tokens on 4 warps; groups of 1-8 heads per
+#: program were no faster (40x75600 per head: 1.87 / 1.64 / 1.52 / 1.47 ms against 1.43 for all).
+TILES = (64, 4)
 ONE_READ_TILES = (32, 8)
 
 
