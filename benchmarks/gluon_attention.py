@@ -6,9 +6,6 @@ against FlashAttention-3's FP8 kernel and our Triton kernel on the same e4m3 inp
     python benchmarks/gluon_attention.py --compile-only
     # H100/H200: error against fp64 exact attention (sampled rows; NaN-poisoned output) and TFLOP/s
     python benchmarks/gluon_attention.py --shapes 24x8192x8192,12x32760x32760,12x32760x512 --json out.json
-    # exp2 partly on the FMA units (fractions of the scores' exp2s): compile-only counts, or extra
-    # rows gluon-<granularity>-fma<F> (1 in F), timed and checked like the default's
-    python benchmarks/gluon_attention.py --compile-only --shapes 24x16384x16384x64 --exp2-fma 0,0.125,0.25,0.5
 
 Read a schedule as: Q K^T (mma x4) and P V (mma x4) issue back to back; "wait1" retires Q K^T
 only; the ex2 run follows while P V is in flight; P V's "wait0" opens the next iteration (the
@@ -158,7 +155,7 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False, exp2_fma: int = 0):
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
@@ -178,10 +175,9 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps", "EXP2_FMA")}}
+                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
-                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4,
-                  (names.index("EXP2_FMA"),): exp2_fma}
+                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -190,78 +186,44 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
 
 
 def loop_histogram(sass: str) -> collections.Counter:
-    """SASS opcodes of the shortest loop holding both wgmma and exp2 (one key block); MUFU.EX2
-    apart from other MUFU functions."""
+    """SASS opcodes of the shortest loop holding both wgmma and exp2 (one key block)."""
     lines = sass.splitlines()
     loops = [(a, b) for a, b in _sass_loops(lines) if {"mma", "ex2"} <= {_classify(ln, _SASS_OPS) for ln in lines[a:b + 1]}]
     ops = collections.Counter()
     if loops:
         a, b = min(loops, key=lambda r: r[1] - r[0])
         for ln in lines[a:b + 1]:
-            if m := re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+(?:\.EX2)?)", ln):
+            if m := re.search(r"\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]+)", ln):
                 ops[m.group(1)] += 1
     return ops
 
 
-def exp2_fma_denominators(fractions: str) -> list[int]:
-    """'0,0.25,0.5' -> [0, 4, 2]: the kernel's EXP2_FMA (1 in F of the exp2s on the FMA units)."""
-    out = []
-    for frac in map(float, fractions.split(",")):
-        f = round(1 / frac) if frac else 0
-        if frac and (f < 2 or f & (f - 1) or abs(1 / f - frac) > 1e-9):
-            raise SystemExit(f"--exp2-fma: {frac} is not 1/2, 1/4, 1/8, ...")
-        out.append(f)
-    return out
-
-
-_SUMMARY_OPS = ("MUFU.EX2", "FFMA", "FADD", "FMUL", "FMNMX", "LEA")
-
-
-def compile_only(head_dim: int, exp2_fmas=(0,)) -> None:
-    print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, maxnreg {ga.MAXNREG}")
-    rows = []
-    for fma in exp2_fmas:  # V's mean changes the epilogue only: compiled with the default exp2 only
-        variants = ((False, False), (False, True), (True, False)) if fma == 0 else ((False, False), (True, False))
-        rows += [compile_report(head_dim, per_token, has_mean, fma) for per_token, has_mean in variants]
-    print(f"\nD = {head_dim}, SASS main loop per key block and thread; exp2 on the FMA units for 1 in F scores")
-    head = ("variant", "regs", "stack", "spill st/ld", "serialized", "instr", *_SUMMARY_OPS)
-    for row in (head, *rows):
-        print(f"{row[0]:<18}" + "".join(f" {v:>{max(len(h), 5)}}" for v, h in zip(row[1:], head[1:])))
-
-
-def compile_report(head_dim: int, per_token: bool, has_mean: bool, fma: int) -> tuple:
-    """Compile one variant, print its resources and schedules; return its summary row."""
+def compile_only(head_dim: int) -> None:
     from kernel_resources import cuobjdump, resources  # benchmarks/: cuobjdump's registers, stack, SASS
 
-    k = compile_for_hopper(head_dim, has_mean, per_token, fma)
-    regs, stack = resources(k)
-    print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean} EXP2_FMA={fma}: regs {regs}  stack {stack} B  "
-          f"shared {k.metadata.shared} B")
-    ptx = k.asm["ptx"]
-    setmax = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)))
-    print("setmaxnreg:", ", ".join(f"{d} {n}" for d, n in setmax) or "none")
-    warnings = ptxas_warnings(k)
-    for w in warnings:
-        print("ptxas:", w)
-    print("consumer mbarrier.arrive sites by guard:",
-          ", ".join(f"{g}: {n}" for g, n in arrive_guards(ptx).items()))
-    sass = cuobjdump(k, "-sass")
-    for kind, text, ops, loops in (("PTX", ptx, _PTX_OPS, _ptx_loops), ("SASS", sass, _SASS_OPS, _sass_loops)):
-        for i, sched in enumerate(main_loop_schedules(text, ops, loops) or ["(no loop with wgmma and ex2)"]):
-            print(f"{kind} main loop {i + 1}: {sched}")
-    hist = loop_histogram(sass)
-    print(f"SASS instructions per key block and thread: {sum(hist.values())}:",
-          ", ".join(f"{op} {n}" for op, n in hist.most_common(12)))
-    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", " ".join(warnings))
-    name = f"{'token' if per_token else 'head'}{'+mean' if has_mean else ''} {f'1/{fma}' if fma else 'MUFU'}"
-    return (name, regs, stack, "/".join(spills.groups()) if spills else "?",
-            "yes" if any("serializ" in w.lower() for w in warnings) else "no", sum(hist.values()),
-            *(hist[op] for op in _SUMMARY_OPS))
+    print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, maxnreg {ga.MAXNREG}")
+    for per_token, has_mean in ((False, False), (False, True), (True, False)):
+        k = compile_for_hopper(head_dim, has_mean, per_token)
+        regs, stack = resources(k)
+        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean}: regs {regs}  stack {stack} B  "
+              f"shared {k.metadata.shared} B")
+        ptx = k.asm["ptx"]
+        setmax = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)))
+        print("setmaxnreg:", ", ".join(f"{d} {n}" for d, n in setmax) or "none")
+        for w in ptxas_warnings(k):
+            print("ptxas:", w)
+        print("consumer mbarrier.arrive sites by guard:",
+              ", ".join(f"{g}: {n}" for g, n in arrive_guards(ptx).items()))
+        sass = cuobjdump(k, "-sass")
+        for kind, text, ops, loops in (("PTX", ptx, _PTX_OPS, _ptx_loops), ("SASS", sass, _SASS_OPS, _sass_loops)):
+            for i, sched in enumerate(main_loop_schedules(text, ops, loops) or ["(no loop with wgmma and ex2)"]):
+                print(f"{kind} main loop {i + 1}: {sched}")
+        hist = loop_histogram(sass)
+        print(f"SASS instructions per key block and thread: {sum(hist.values())}:",
+              ", ".join(f"{op} {n}" for op, n in hist.most_common(12)))
 
 
-def gpu_run(shapes, records: list, exp2_fmas=(0,), granularities=("head", "token")) -> None:
-    """Every kernel on the same inputs per shape: error against fp64 exact attention and time.
-    ``exp2_fmas``: for each F > 0, rows gluon-<granularity>-fma1/F (1 in F exp2s on the FMA units)."""
+def gpu_run(shapes, records: list) -> None:
     from triton.testing import do_bench
 
     from accel.backends.env import fa3_reason
@@ -289,12 +251,8 @@ def gpu_run(shapes, records: list, exp2_fmas=(0,), granularities=("head", "token
 
     def kernels(q8, k8, qd, kd, v8t, v8t_mma, vd, out, d, tag):
         runs = {f"gluon-{tag}": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5,
-                                                                   persistent=True)}
-        for f in exp2_fmas:  # next to the default's row, on the same grid
-            if f:
-                runs[f"gluon-{tag}-fma1/{f}"] = lambda f=f: ga.launch_gluon_attention(
-                    q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5, persistent=True, exp2_fma=f)
-        runs[f"triton-{tag}"] = lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)
+                                                                   persistent=True),
+                f"triton-{tag}": lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)}
         if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
                                                                           d ** -0.5, persistent=False)
@@ -309,9 +267,7 @@ def gpu_run(shapes, records: list, exp2_fmas=(0,), granularities=("head", "token
         rows = torch.randperm(sq, device="cuda")[:256]
         ref, _ = exact_attention(q, k, v, rows=rows)
         out = torch.empty_like(q)
-        runs = {}
-        for g in granularities:
-            runs.update(kernels(*(head if g == "head" else inputs(q, k, v, g)), out, d, g))
+        runs = {**kernels(*head, out, d, "head"), **kernels(*inputs(q, k, v, "token"), out, d, "token")}
         if fa3:
             def run_fa3():  # FA3 reads (B, S, H, D); writes its own output, copied for the check
                 o = flash_attn_interface.flash_attn_func(*(t.transpose(1, 2) for t in (q8, k8, v8)), q_descale=qd,
@@ -333,15 +289,13 @@ def gpu_run(shapes, records: list, exp2_fmas=(0,), granularities=("head", "token
             rec = dict(shape=[heads, sq, skv, d], kernel=name, rel_l2=err, unwritten_rows=unwritten, ms=ms[name],
                        tflops=flops / ms[name] * 1e-9)
             records.append(rec)
-            print(f"{tag:<24} {name:<20} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
+            print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
-        for g in granularities:
-            for name in [f"gluon-{g}"] + [f"gluon-{g}-fma1/{f}" for f in exp2_fmas if f]:
-                ratios = "  ".join(f"{ms[n] / ms[name]:.2f}x {n}" for n in (f"gluon-{g}", f"triton-{g}",
-                                                                           f"gluon-{g}-1cta", "fa3-fp8")
-                                   if n in ms and n != name)
-                next(r for r in records[-len(runs):] if r["kernel"] == name)["ratios"] = ratios
-                print(f"{tag:<24} {name} speed: {ratios}", flush=True)
+        for g in ("head", "token"):
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
+                                                                                  "fa3-fp8") if n in ms)
+            next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
+            print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -350,18 +304,14 @@ def main(argv=None) -> None:
     p.add_argument("--shapes", default="24x8192x8192x128,12x32760x32760x128,12x32760x512x128",
                    help="comma-separated HxSqxSkvxD")
     p.add_argument("--json", help="GPU mode: write every measurement here")
-    p.add_argument("--exp2-fma", default="0",
-                   help="fractions of the scores' exp2s on the FMA units, e.g. 0,0.25,0.5 (0: the default kernel)")
-    p.add_argument("--granularity", default="head,token", help="GPU mode: head, token or both")
     args = p.parse_args(argv)
     shapes = parse_shapes(args.shapes)
-    exp2_fmas = exp2_fma_denominators(args.exp2_fma)
     if args.compile_only:
-        compile_only(shapes[0][3], exp2_fmas)
+        compile_only(shapes[0][3])
         return
     records: list = []
     try:
-        gpu_run(shapes, records, exp2_fmas, args.granularity.split(","))
+        gpu_run(shapes, records)
     finally:
         if args.json:
             with open(args.json, "w") as f:

@@ -40,7 +40,6 @@ import math
 
 import torch
 import triton
-import triton.language as tl  # _exp2_fma is plain Triton (the interpreter runs it)
 
 from .numerics import MMA_KEY_BLOCK, mma_row_length
 
@@ -137,72 +136,16 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
 # --------------------------------------------------------------------------------------------
 # Consumer partitions (one warpgroup each): MMAs and the online softmax.
 # --------------------------------------------------------------------------------------------
-# exp2 partly on the FMA units (FA4's trick; EXP2_FMA = F > 0: 1 in F of the scores, off by
-# default, being measured). At D = 64 the MMAs are half of D = 128's but the exp2s are the same:
-# per key block a consumer warp issues 424 instructions, 66 of them MUFU.EX2, which hold its
-# quarter of the SM's 16 exp2 lanes for 8 cycles each (528 > 424: the MUFU bound, NOTES 33).
-# A polynomial exp2 costs 8 more issued instructions than one MUFU op: 1 in 8 or 16 of the
-# scores balances the two (~490 cycles); more is issue-bound again (Triton's kernel, issue-bound,
-# was slower with 1/4 and 1/2: NOTES 24). Relative error 7.5e-5, P is then rounded to e4m3 (6%).
-@triton.jit
-def _exp2_fma(x):
-    """2^x (x <= 127) by FP32 and integer arithmetic only (Cody-Waite): x = n + f, n = round(x)
-    from the low mantissa bits of x + 1.5 * 2^23, f in [-1/2, 1/2], 2^f by a cubic (minimax
-    relative error 7.5e-5), times 2^n made in the exponent bits. x is clamped at -127, whose 2^n
-    has bits 0: exp2(-inf) = 0 exactly; NaN stays NaN (max.NaN, then a product). Plain Triton, so
-    the interpreter runs it too."""
-    x = tl.maximum(x, -127.0, propagate_nan=tl.PropagateNan.ALL)
-    r = x + 12582912.0
-    f = x - (r - 12582912.0)  # exact
-    p = tl.fma(tl.fma(tl.fma(f, 0.05517168, 0.24261117), f, 0.69326097), f, 0.99992806)
-    two_n = ((r.to(tl.int32, bitcast=True) << 23) + 0x3F800000).to(tl.float32, bitcast=True)  # (n + 127) << 23
-    return p * two_n
-
-
 @gluon.jit
-def _exp2_part(x, F: gl.constexpr):
-    """2^x of a [A, B, K] tensor whose last axis is held in registers: 1 in F on the FMA units,
-    the rest on MUFU, by halving the last axis (a register bit: no data moves)."""
-    if F == 1:
-        y = _exp2_fma(x)
-    else:
-        A: gl.constexpr = x.shape[0]
-        B: gl.constexpr = x.shape[1]
-        K: gl.constexpr = x.shape[2]
-        mufu, rest = gl.split(gl.reshape(x, [A, B, K // 2, 2]))
-        # the recursion returns mufu's layout spelled as another (linear) layout: join wants one type
-        rest = gl.convert_layout(_exp2_part(rest, F // 2), mufu.type.layout, assert_trivial=True)
-        y = gl.reshape(gl.join(gl.exp2(mufu), rest), [A, B, K])
-    return y
-
-
-@gluon.jit
-def _exp2(x, EXP2_FMA: gl.constexpr):
-    """2^x of a score tile; 1 in EXP2_FMA of each thread's values on the FMA units (0: none)."""
-    if EXP2_FMA == 0:
-        y = gl.exp2(x)
-    else:
-        M: gl.constexpr = x.shape[0]
-        N: gl.constexpr = x.shape[1]
-        # A thread holds columns 8i + 2t + e of its rows (t: its lane in a quad): as [M, 4 (t), N / 4
-        # (i, e)] the last axis is all registers.
-        y = gl.reshape(gl.permute(gl.reshape(x, [M, N // 8, 4, 2]), [0, 2, 1, 3]), [M, 4, N // 4])
-        y = _exp2_part(y, EXP2_FMA)
-        y = gl.reshape(gl.permute(gl.reshape(y, [M, 4, N // 8, 2]), [0, 2, 1, 3]), [M, N])
-        y = gl.convert_layout(y, x.type.layout, assert_trivial=True)
-    return y
-
-
-@gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr, EXP2_FMA: gl.constexpr):
+def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
     p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
     ``qk_scale``: a scalar, or with PER_TOKEN one per row (the query descales folded in)."""
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
     if PER_TOKEN:
-        p = _exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1), EXP2_FMA)
+        p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
     else:
-        p = _exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1), EXP2_FMA)
+        p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
     l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
     return p, alpha, l_i, m_new
@@ -227,8 +170,7 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 @gluon.jit
 def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
-             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
-             EXP2_FMA: gl.constexpr):
+             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
@@ -251,7 +193,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
         s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, EXP2_FMA)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
     return acc, p, alpha, l_i, m_i
 
 
@@ -259,7 +201,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
               v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
               n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
-              EXP2_FMA: gl.constexpr, num_warps: gl.constexpr):
+              num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
     every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
     TILE_M: gl.constexpr = q_bufs.type.shape[1]
@@ -310,7 +252,7 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
             s = s * ks_bufs.index(stage0).load(s_layout)
         mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN, EXP2_FMA)
+        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -320,11 +262,11 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         # skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
                                            k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN, EXP2_FMA)
+                                           PER_TOKEN)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN, EXP2_FMA)
+                                               row_o, PER_TOKEN)
         # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
         mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -359,14 +301,14 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
-                            num_warps: gl.constexpr, EXP2_FMA: gl.constexpr = 0):
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
     stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
     column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
     HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
-    warpgroup 0. EXP2_FMA = F > 0: 1 in F of the scores' exp2s on the FMA units (_exp2_fma)."""
+    warpgroup 0."""
     WG_M: gl.constexpr = q_desc.block_type.shape[0]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -414,11 +356,11 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
         (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                     EXP2_FMA, num_warps)),
+                     num_warps)),
         (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                      out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
                      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                     EXP2_FMA, num_warps)),
+                     num_warps)),
         (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
                      k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN)),
     ], [4, 1], [240, 24])
@@ -512,15 +454,13 @@ def _rows_desc(t: torch.Tensor, block_shape: tuple, layout):
 
 def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
-                           v_mean: torch.Tensor | None = None, persistent: bool | None = None,
-                           exp2_fma: int = 0) -> None:
+                           v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
     last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
     fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
-    choice for the shape, :func:`persistent_grid`). ``exp2_fma``: 0, or F (2, 4, 8, ...): 1 in F of
-    the softmax's exp2s on the FMA units (an option being measured: :func:`_exp2_fma`)."""
+    choice for the shape, :func:`persistent_grid`)."""
     B, H, Sq, D = q8.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
@@ -546,5 +486,4 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
         q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token else 0, kd_pad,
-        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, EXP2_FMA=exp2_fma, num_warps=4,
-        maxnreg=MAXNREG)
+        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
