@@ -210,7 +210,7 @@ def _cast_one(
 ):
     """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head (given);
     1: one scale per token (computed here, descale written); 2: one scale per channel (given).
-    LAYOUT: the copy's index into OUT_LAYOUTS (row-major, or transposed in a key order)."""
+    LAYOUT: 0 row-major; transposed (a row of tokens per channel) in natural (1) or "mma" (2) key order."""
     b = pid_bh // H
     h = pid_bh % H
     offs_c = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)  # the tile's tokens, or a transposed copy's columns
