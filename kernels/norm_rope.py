@@ -185,7 +185,8 @@ def norm_rope_quantize(
     text tokens, normed with their own weights): the result is that of ``cat([prefix, x], 1)``.
     ``cos``/``sin``: (S_joint, D/2), one value per channel pair. Returns (x8 (B, H, S_joint, D)
     e4m3, descale as :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean
-    (B, H, D) fp32 if ``smooth`` else None). ``tiles``: (tokens, warps[, heads]) per program (tuning only; default TILES or ONE_READ_TILES).
+    (B, H, D) fp32 if ``smooth`` else None). ``tiles``: (tokens, warps[, heads]) per program
+    (tuning only; default TILES, or ONE_READ_TILES on the one-read path).
     """
     if granularity not in GRANULARITIES[:2]:
         raise ValueError(f"granularity must be 'head' or 'token', got {granularity!r}")
