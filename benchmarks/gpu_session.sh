@@ -170,7 +170,7 @@ case "$stage" in
   # Session 8's final tables (NOTES 40-42): the tests of what changed (quantization tiles, norm +
   # RoPE paths, TMA descriptors built once per geometry); quantization before and after (a
   # session-only script against the session's start); issue 3's whole-call table; the fused
-  # kernel's head groups; a short call's host time.
+  # kernel's head groups (as of 754b117; removed since); a short call's host time.
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
   # (run at commit 754b117, which also had the exp2-on-FMA option, its tests and a D = 64 run of
   # benchmarks/gluon_attention.py --exp2-fma: measured slower, removed; NOTES 40)

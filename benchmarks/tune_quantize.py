@@ -5,8 +5,8 @@
 
 For each shape and granularity: the GPU time (torch.profiler, per kernel) of quantizing Q, K
 (smoothed) and V (transposed) from bf16 (B, S, H, D) views, and the bandwidth that moves (bf16
-read once + e4m3 written, over time) as a share of this card's device-to-device copy bandwidth. Winners go into
-``accel.kernels.configs`` and benchmarks/NOTES.md.
+read once + e4m3 written, over time) as a share of this card's device-to-device copy bandwidth.
+Winners go into ``accel.kernels.configs`` and benchmarks/NOTES.md.
 """
 
 from __future__ import annotations
@@ -126,12 +126,11 @@ def tune_quantize(g, copy_bw, records) -> None:
         del sets
 
 
-NORM_ROPE_TILES = ((64, 4, 1), (64, 4, 2), (64, 4, 4), (64, 4, 8), (64, 4, 40), (32, 4, 4), (128, 8, 4))
+NORM_ROPE_TILES = ((32, 4), (64, 4), (32, 8), (64, 8), (128, 8))
 
 
 def tune_norm_rope(g, copy_bw, records, tiles=NORM_ROPE_TILES) -> None:
-    """(tokens, warps, heads) per program of the fused norm + RoPE kernel; the one-read path
-    (per token, unsmoothed) keeps every head in one program, its rows time (tokens, warps) only."""
+    """(tokens, warps) per program of the fused norm + RoPE kernel, or None: the defaults."""
     for heads, tokens in ((40, 75600), (12, 32760)):
         d = 128
         x = torch.randn(1, tokens, heads * d, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -141,7 +140,7 @@ def tune_norm_rope(g, copy_bw, records, tiles=NORM_ROPE_TILES) -> None:
         cos, sin = angles.cos(), angles.sin()
         moved = heads * tokens * d * 3
         for gran, smooth in (("token", False), ("token", True), ("head", False), ("head", True)):
-            for tile in tiles:  # (tokens, warps), or None: the defaults
+            for tile in tiles:
                 fn = lambda x: norm_rope_quantize(x, w, 1e-6, cos, sin, heads, gran, smooth, tile)  # noqa: E731
                 try:
                     ms = sum(kernel_times(fn, [(x,)]).values())

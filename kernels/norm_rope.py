@@ -23,7 +23,7 @@ from ._triton_utils import cdiv, to_e4m3
 from .configs import default_quantize_config, interpreting
 from .quantize import GRANULARITIES, _finalize_stats_kernel, scale_tile
 
-#: (tokens, warps[, heads]) per program, every head by default; H200 (benchmarks/NOTES.md 12, 41).
+#: (tokens, warps) per program, every head in one program; H200 (benchmarks/NOTES.md 12, 41).
 #: The one-read per-token path holds less per token: 32 tokens on 8 warps (0.45 ms per tensor at
 #: Wan-14B 720p; 64 on 4: 0.56-0.62). The others: 64 tokens on 4 warps; groups of 1-8 heads per
 #: program were no faster (40x75600 per head: 1.87 / 1.64 / 1.52 / 1.47 ms against 1.43 for all).
@@ -91,13 +91,13 @@ def _token_rms_kernel(xa_ptr, xb_ptr, rms_ptr, S, S_A, H, sa_b, sa_s, sb_b, sb_s
 def _norm_rope_quant_kernel(
     xa_ptr, xb_ptr, wa_ptr, wb_ptr, cos_ptr, sin_ptr, out_ptr, stats_ptr, rms_ptr, mean_ptr, scale_ptr,
     descale_ptr, S, S_A, H, sa_b, sa_s, sb_b, sb_s, w_head_stride, eps_a, eps_b, so_s, sds_bh,
-    D: tl.constexpr, BLOCK_S: tl.constexpr, HEADS: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
+    D: tl.constexpr, BLOCK_S: tl.constexpr, PASS: tl.constexpr, MODE: tl.constexpr,
     SMOOTH: tl.constexpr, PER_HEAD: tl.constexpr, TWO: tl.constexpr, EMULATE_CAST: tl.constexpr,
 ):
-    """A program: BLOCK_S tokens of HEADS heads (grid: token chunks, batch, head groups). PASS 0:
-    per-(batch, head, channel) sum/max/min of the rotated tile -> stats (for per-head scales or
-    smooth-K). PASS 1: quantize, MODE 0 per head (given scale), 1 per token. Wan's across-heads
-    1/RMS comes from _token_rms_kernel, or (ONE_READ, every head in one program) see below."""
+    """A program: BLOCK_S tokens of every head (grid: token chunks, batch). PASS 0: per-(batch,
+    head, channel) sum/max/min of the rotated tile -> stats (for per-head scales or smooth-K).
+    PASS 1: quantize, MODE 0 per head (given scale), 1 per token. Wan's across-heads 1/RMS comes
+    from _token_rms_kernel, or (ONE_READ) see below."""
     pid_s = tl.program_id(0)
     b = tl.program_id(1)
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
@@ -118,8 +118,7 @@ def _norm_rope_quant_kernel(
     sin = tl.load(sin_ptr + offs_s[:, None] * (D // 2) + offs_p[None, :], mask=s_ok[:, None], other=0.0)
     ss = tl.zeros([BLOCK_S], tl.float32)
     n_chunks = tl.num_programs(0)
-    h0 = tl.program_id(2) * HEADS
-    for h in range(h0, tl.minimum(h0 + HEADS, H)):
+    for h in range(H):
         y, squares = _normed_rotated_head(rows, in_a, wa_ptr, wb_ptr, w_head_stride, eps_a, eps_b, cos, sin,
                                           s_ok, rms, h, D, D // 2, PER_HEAD, TWO)
         ss += squares
@@ -135,7 +134,7 @@ def _norm_rope_quant_kernel(
             y = scale_tile(y, MODE, scale_ptr, descale_ptr, bh, sds_bh, offs_s, s_ok, offs_d, D)
             dst = out_ptr + bh.to(tl.int64) * S * so_s + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :]
             tl.store(dst, to_e4m3(y, EMULATE_CAST), mask=s_ok[:, None])
-    if ONE_READ:  # HEADS >= H: this program saw the whole row
+    if ONE_READ:
         rms = tl.math.rsqrt(ss / (H * D) + _per_source(in_a, eps_a, eps_b, TWO))
         tl.debug_barrier()  # the descales written above, by whichever thread held their row
         for h in range(H):
@@ -172,7 +171,7 @@ def norm_rope_quantize(
     heads: int,
     granularity: str,
     smooth: bool = False,
-    tiles: tuple[int, ...] | None = None,
+    tiles: tuple[int, int] | None = None,
     *,
     per_head_norm: bool = False,
     prefix: tuple[torch.Tensor, torch.Tensor, float] | None = None,
@@ -185,7 +184,7 @@ def norm_rope_quantize(
     text tokens, normed with their own weights): the result is that of ``cat([prefix, x], 1)``.
     ``cos``/``sin``: (S_joint, D/2), one value per channel pair. Returns (x8 (B, H, S_joint, D)
     e4m3, descale as :func:`accel.kernels.quantize.quantize_fp8` gives for ``granularity``, mean
-    (B, H, D) fp32 if ``smooth`` else None). ``tiles``: (tokens, warps[, heads]) per program
+    (B, H, D) fp32 if ``smooth`` else None). ``tiles``: (tokens, warps) per program
     (tuning only; default TILES, or ONE_READ_TILES on the one-read path).
     """
     if granularity not in GRANULARITIES[:2]:
@@ -203,25 +202,24 @@ def norm_rope_quantize(
         raise ValueError(f"cos and sin must be (tokens, head_dim / 2) = {(S, D // 2)}, got "
                          f"{tuple(cos.shape)} and {tuple(sin.shape)}")
     one_read = granularity == "token" and not smooth and not per_head_norm  # the kernel's ONE_READ
-    block_s, warps, *group = tiles or (ONE_READ_TILES if one_read else TILES)
-    group = heads if one_read or not group else min(group[0], heads)
+    block_s, warps = tiles or (ONE_READ_TILES if one_read else TILES)
     dev = x.device
     f32 = dict(device=dev, dtype=torch.float32)
     x8 = torch.empty(B, heads, S, D, device=dev, dtype=torch.float8_e4m3fn)
     n_chunks = cdiv(S, block_s)
-    grid = (n_chunks, B, cdiv(heads, group))
+    grid = (n_chunks, B)
     sources_args = (xa, xb, wa, wb)
     strides = (xa.stride(0), xa.stride(1), xb.stride(0), xb.stride(1))
     shape_args = (S, S_A, heads, *strides, 0 if per_head_norm else D, eps_a, eps_b)
-    common = dict(D=D, BLOCK_S=block_s, HEADS=group, PER_HEAD=per_head_norm, TWO=prefix is not None,
+    common = dict(D=D, BLOCK_S=block_s, PER_HEAD=per_head_norm, TWO=prefix is not None,
                   EMULATE_CAST=interpreting(), num_warps=warps)
     cos, sin = cos.float().contiguous(), sin.float().contiguous()
     mean = scale = None
     rms = x8  # each token's across-heads 1/RMS, where the passes need it
     if not per_head_norm and not one_read:
         rms = torch.empty(B, S, **f32)
-        _token_rms_kernel[(cdiv(S, block_s), B)](xa, xb, rms, S, S_A, heads, *strides, eps_a, eps_b,
-                                                D=D, BLOCK_S=block_s, TWO=prefix is not None, num_warps=warps)
+        _token_rms_kernel[grid](xa, xb, rms, S, S_A, heads, *strides, eps_a, eps_b,
+                                D=D, BLOCK_S=block_s, TWO=prefix is not None, num_warps=warps)
     if smooth or granularity == "head":
         quantize_cfg = default_quantize_config()  # the finalize pass is quantize_many's
         stats = torch.empty(B * heads, n_chunks, 3, D, **f32)
