@@ -155,19 +155,22 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False):
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
+                       quantize_q: bool = False):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     ql, kl, vl, kdl = ga._layouts(head_dim)
 
-    def desc(block, layout):
-        return f"tensordesc<fp8e4nv[{block[0]}, {block[1]}],{layout!r}>"
+    def desc(block, layout, dtype="fp8e4nv"):
+        return f"tensordesc<{dtype}[{', '.join(map(str, block))}],{layout!r}>"
 
     fn = ga._gluon_attention_kernel
     names = fn.arg_names
-    signature = {"q_desc": desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
+    q_box = (1, 1, ga.BLOCK_M // 2, head_dim)
+    signature = {"q_desc": desc(q_box, ga._query_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
+                 else desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
                  "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
                  # per token the K descales' TMA map; per head the launch passes K's map again
                  "kd_desc": f"tensordesc<fp32[1, {ga.BLOCK_N}],{kdl!r}>" if per_token
@@ -175,8 +178,10 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "STAGES", "num_warps")}}
+                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
+                                             "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
+                  (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
@@ -202,10 +207,11 @@ def compile_only(head_dim: int) -> None:
     from kernel_resources import cuobjdump, resources  # benchmarks/: cuobjdump's registers, stack, SASS
 
     print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, maxnreg {ga.MAXNREG}")
-    for per_token, has_mean in ((False, False), (False, True), (True, False)):
-        k = compile_for_hopper(head_dim, has_mean, per_token)
+    for per_token, has_mean, quantize_q in ((False, False, False), (False, True, False), (True, False, False),
+                                            (False, False, True), (True, False, True)):
+        k = compile_for_hopper(head_dim, has_mean, per_token, quantize_q)
         regs, stack = resources(k)
-        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean}: regs {regs}  stack {stack} B  "
+        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean} QUANTIZE_Q={quantize_q}: regs {regs}  stack {stack} B  "
               f"shared {k.metadata.shared} B")
         ptx = k.asm["ptx"]
         setmax = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)))
@@ -229,6 +235,7 @@ def gpu_run(shapes, records: list) -> None:
     from accel.backends.env import fa3_reason
     from accel.kernels import ops
     from accel.kernels.attention import launch_attention
+    from accel.kernels.quantize import QuantizeJob, quantize_many
     from accel.testing import activation_like_qkv, exact_attention, rel_l2
 
     reason = ga.gluon_unavailable_reason(torch.device("cuda"))
@@ -249,9 +256,12 @@ def gpu_run(shapes, records: list) -> None:
         v8t_mma, _, _ = ops.quantize_value(v, granularity, False, True, "mma")
         return q8, k8, qd, kd, v8t, v8t_mma, vd
 
-    def kernels(q8, k8, qd, kd, v8t, v8t_mma, vd, out, d, tag):
+    def kernels(q8, k8, qd, kd, v8t, v8t_mma, vd, out, d, tag, q_bshd):
         runs = {f"gluon-{tag}": lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out, d ** -0.5,
                                                                    persistent=True),
+                # the caller's bf16 query in diffusers' layout, quantized in the kernel (one scale per row)
+                f"gluon-{tag}-qin": lambda: ga.launch_gluon_attention(q_bshd, k8, v8t_mma, kd, kd, vd, out,
+                                                                       d ** -0.5, persistent=True),
                 f"triton-{tag}": lambda: launch_attention(q8, k8, v8t, qd, kd, vd, out, d, d ** -0.5)}
         if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
@@ -267,7 +277,8 @@ def gpu_run(shapes, records: list) -> None:
         rows = torch.randperm(sq, device="cuda")[:256]
         ref, _ = exact_attention(q, k, v, rows=rows)
         out = torch.empty_like(q)
-        runs = {**kernels(*head, out, d, "head"), **kernels(*inputs(q, k, v, "token"), out, d, "token")}
+        q_bshd = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, S, D) view of (B, S, H, D) memory
+        runs = {**kernels(*head, out, d, "head", q_bshd), **kernels(*inputs(q, k, v, "token"), out, d, "token", q_bshd)}
         if fa3:
             def run_fa3():  # FA3 reads (B, S, H, D); writes its own output, copied for the check
                 o = flash_attn_interface.flash_attn_func(*(t.transpose(1, 2) for t in (q8, k8, v8)), q_descale=qd,
@@ -291,10 +302,16 @@ def gpu_run(shapes, records: list) -> None:
             records.append(rec)
             print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
+        for g in ("head", "token"):  # Q's own two passes (statistics, cast), which -qin does in the kernel
+            ms[f"q-passes-{g}"] = bench(lambda: quantize_many([QuantizeJob(q_bshd, g)]))
+            records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
+            print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms", flush=True)
         for g in ("head", "token"):
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
                                                                                   "fa3-fp8") if n in ms)
-            next(r for r in records[-len(runs):] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
+            q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
+            ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"
+            next(r for r in records[-len(runs) - 2:] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
             print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 
 

@@ -15,6 +15,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 11   # quantization tiles; the rest of the suite
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 12   # session 8's final tables
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 13   # Wan-1.3B 480p; norm + RoPE tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 14   # session 9: Q quantized in the Gluon kernel
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -23,7 +24,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12|13}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12|13|14}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -197,7 +198,25 @@ case "$stage" in
     "norm_rope or (gluon_kernel_small and gaussian)"
   tail -n 10 "$out/pipeline-1.3b.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
+14)
+  # Session 9 (NOTES 43): Q quantized in the Gluon kernel's tile prologue (one scale per row, TMA
+  # from the caller's view) against Q's own two passes: GPU tests, kernel level, whole calls, and
+  # the per-token crossover against the Triton kernel.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run tests 120 python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query_quantized or both_query"
+  run gluon 150 python benchmarks/gluon_attention.py --json "$out/gluon.json" \
+    --shapes 24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,12x32760x512x128,12x32760x2048x128
+  run attention 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" \
+    --shapes 24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-head-q-passes,accel-triton-token,accel-token-q-passes,accel-fa3-head
+  run crossover 60 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/crossover.json" \
+    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,12x32760x4096x128 \
+    --methods sdpa-cudnn-bf16,accel-triton-token,accel-token-gluon-all-keys,accel-triton-head
+  tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  grep -E "speed|q-passes" "$out/gluon.log"; tail -n 9 "$out/attention.log"; tail -n 6 "$out/crossover.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 13" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 14" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -1,9 +1,10 @@
 """FP8 flash-attention forward kernel (Triton) with per-head or per-token scales.
 
 Inputs come from :func:`accel.kernels.quantize.quantize_fp8`: Q8 and K8 (B, H, S, Dp) e4m3, V8
-transposed (B, H, Dp, S_pad) e4m3, and fp32 descales. With per-token scales Q may instead come
-as the caller's bf16/fp16 (B, H, S, D) view: each program quantizes its own query tile (one
-scale per row, exactly as the quantization kernel would), which saves a whole pass over Q.
+transposed (B, H, Dp, S_pad) e4m3, and fp32 descales. Q may instead come as the caller's
+bf16/fp16 (B, H, S, D) view: each program quantizes its own query tile (one scale per row,
+exactly as the per-token quantization kernel would, whatever K's granularity), which saves a
+whole pass over Q.
 Per program: one BLOCK_M tile of queries against every key block, online softmax in fp32 with
 exp2, P cast to e4m3, both products in FP8 with fp32 accumulators.
 """
@@ -115,6 +116,8 @@ def _fp8_attention_kernel(
         else:
             q_scale = tl.load(q_descale_ptr + pid_bh * sqd_bh + offs_m, mask=m_ok, other=1.0) * qk_scale
         k_descale_ptr += pid_bh * skd_bh
+    elif QUANTIZE_Q:  # Q's own row scales against K's one per head
+        q_scale = tl.where(m_ok, q_row_descale, 1.0) * (qk_scale * tl.load(k_descale_ptr + pid_bh))
     else:
         qk_scale = qk_scale * tl.load(q_descale_ptr + pid_bh) * tl.load(k_descale_ptr + pid_bh)
         q_scale = tl.zeros([BLOCK_M], tl.float32) + qk_scale
@@ -168,9 +171,9 @@ def launch_attention(
     k_bias: torch.Tensor | None = None,
 ) -> None:
     """Launch the kernel, writing ``out`` (any (B, H, Sq, head_dim) strided view) and, if given,
-    ``lse`` (B, H, Sq) fp32, natural log. ``q``: e4m3 (B, H, Sq, Dp) with its descale, or with
-    per-token scales the bf16/fp16 (B, H, Sq, head_dim) view itself (``q_descale`` unread),
-    quantized in the kernel. Descales: (B, H) per head or (B, H, S) per token for Q and K; (B, H)
+    ``lse`` (B, H, Sq) fp32, natural log. ``q``: e4m3 (B, H, Sq, Dp) with its descale, or the
+    bf16/fp16 (B, H, Sq, head_dim) view itself (``q_descale`` unread), quantized in the kernel
+    with one scale per row. Descales: (B, H) per head or (B, H, S) per token for Q and K; (B, H)
     or (B, H, Dp) per channel for V. ``v_mean`` (B, H, Dp): added to the output. ``k_bias``
     (B, H, Skv) fp32 contiguous, log2 units: added to each key's scores (smooth-Q)."""
     assert P_SCALE == 256.0  # the kernel hard-codes the power of two
@@ -179,8 +182,6 @@ def launch_attention(
     Skv, Dp = k8.shape[2], k8.shape[3]
     per_token = k_descale.dim() == 3
     quantize_q = q.dtype != torch.float8_e4m3fn
-    if quantize_q and not per_token:
-        raise ValueError("the attention kernel quantizes Q itself only with per-token scales")
     if quantize_q:
         q_descale = k_descale  # unread: any real tensor (an empty one may have no address)
     cfg = config or default_config(Dp, per_token=per_token, query_in_kernel=quantize_q)

@@ -41,7 +41,7 @@ import math
 import torch
 import triton
 
-from .numerics import MMA_KEY_BLOCK, mma_row_length
+from .numerics import AMAX_EPS, E4M3_MAX, MMA_KEY_BLOCK, mma_row_length
 
 try:  # Gluon is experimental: a missing or changed API must not break the Triton kernels' import.
     from triton.experimental import gluon
@@ -61,6 +61,8 @@ except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason(
     gluon = _NoGluon()
 
 LOG2E = math.log2(math.e)
+_AMAX_EPS = gl.constexpr(AMAX_EPS) if _IMPORT_ERROR is None else AMAX_EPS  # jit functions read globals as constexpr
+_E4M3_MAX = gl.constexpr(E4M3_MAX) if _IMPORT_ERROR is None else E4M3_MAX
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 #: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
 #: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
@@ -81,6 +83,9 @@ MIN_KEYS_PER_TOKEN = 4096
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
+#: Whether calls from bf16/fp16 hand the kernel the caller's query to quantize itself (one scale
+#: per row, in each tile's prologue) instead of quantizing Q in two passes of their own.
+QUANTIZE_Q_IN_KERNEL = True
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 # Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
@@ -94,10 +99,11 @@ MAXNREG = 168
 # --------------------------------------------------------------------------------------------
 @gluon.jit
 def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN: gl.constexpr):
+              v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN: gl.constexpr,
+              QUANTIZE_Q: gl.constexpr):
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
-    WG_M: gl.constexpr = q_desc.block_type.shape[0]
+    WG_M: gl.constexpr = q_desc.block_type.shape[-2]  # Q tiles: (64, D), or (1, 1, 64, D) from the caller's view
     HEAD_DIM: gl.constexpr = vt_desc.block_type.shape[0]
     i = 0  # this CTA's tiles so far: Q buffer i % 2; key blocks counted across tiles
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
@@ -107,9 +113,16 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
         # does not block.
         mbarrier.wait(q_empty.index(qb), ((i // 2) & 1) ^ 1)
         mbarrier.expect(q_ready.index(qb), 2 * q_desc.block_type.nbytes)  # one 64-row tile per consumer
-        q_row = bh * Sq + (t % n_m) * 2 * WG_M
-        tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(2 * qb))
-        tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_ready.index(qb), q_bufs.index(2 * qb + 1))
+        if QUANTIZE_Q:  # the caller's (B, H, Sq, D) view; rows past Sq arrive as zeros
+            q_row = (t % n_m) * 2 * WG_M
+            tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, q_row, 0], q_ready.index(qb),
+                                            q_bufs.index(2 * qb))
+            tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, q_row + WG_M, 0], q_ready.index(qb),
+                                            q_bufs.index(2 * qb + 1))
+        else:
+            q_row = bh * Sq + (t % n_m) * 2 * WG_M
+            tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(2 * qb))
+            tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_ready.index(qb), q_bufs.index(2 * qb + 1))
         kv_row = bh * Skv - key_pad
         for j in range(n_blocks):
             g = i * n_blocks + j
@@ -137,12 +150,41 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
 # Consumer partitions (one warpgroup each): MMAs and the online softmax.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN: gl.constexpr):
+def _quantize_rows(src, dst, num_warps: gl.constexpr):
+    """Q's bf16/fp16 slab ``src`` (64, D) in shared memory to e4m3 in ``dst`` (the wgmma's
+    operand), one scale per row as the quantization kernels compute it (448 / amax, correctly
+    rounded; 1 for an all-zero row, a NaN descale for a row holding Inf or NaN). Returns the rows'
+    descales. Once per tile and warpgroup: it spares the call a statistics pass and a cast pass
+    over Q, and the scores' row scale rides on the exp2's FFMA like a per-token query's."""
+    M: gl.constexpr = src.type.shape[0]
+    D: gl.constexpr = src.type.shape[1]
+    # A warp owns 16 whole rows (the wgmma layout's rows of that warp) as 4 rows x 8 threads x 8
+    # channels (16-byte loads): a row's amax is 3 shuffles away.
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[4, 8], threads_per_warp=[4, 8],
+                                            warps_per_cta=[num_warps, 1], order=[1, 0])
+    gl.static_assert(M == 16 * num_warps)
+    x = src.load(layout).to(gl.float32)
+    ax = gl.abs(x)
+    # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
+    n_bad = gl.sum((~(ax < float("inf"))).to(gl.int32), axis=1)
+    amax = gl.where(n_bad > 0, float("nan"), gl.max(ax, axis=1))
+    big = amax > _AMAX_EPS  # False for NaN too
+    scale = gl.where(big, gl.div_rn(gl.zeros_like(amax) + _E4M3_MAX, amax), 1.0)
+    descale = gl.where(big, gl.div_rn(amax, gl.zeros_like(amax) + _E4M3_MAX), 1.0)
+    descale = gl.where(gl.abs(amax) < float("inf"), descale, float("nan"))
+    dst.store((x * gl.expand_dims(scale, 1)).to(gl.float8e4nv))  # |x| * scale <= 448 (up to rounding: satfinite)
+    fence_async_shared()  # the generic-proxy stores, visible to the wgmma's async proxy...
+    gl.thread_barrier()  # ...from every warp of the warpgroup before any issues Q K^T
+    return descale
+
+
+@gluon.jit
+def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
     p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
-    ``qk_scale``: a scalar, or with PER_TOKEN one per row (the query descales folded in)."""
+    ``qk_scale``: a scalar, or with ROW_SCALES one per row (the query descales folded in)."""
     m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
-    if PER_TOKEN:
+    if ROW_SCALES:
         p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
     else:
         p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
@@ -170,7 +212,8 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 @gluon.jit
 def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
-             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr):
+             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
+             ROW_SCALES: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
@@ -193,19 +236,22 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
         s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
     return acc, p, alpha, l_i, m_i
 
 
 @gluon.jit
-def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
-              v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles,
-              n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
-              num_warps: gl.constexpr):
+def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+              out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
+              n_tiles, n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr,
+              PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
-    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel."""
-    TILE_M: gl.constexpr = q_bufs.type.shape[1]
-    HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
+    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
+    with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
+    into its own e4m3 buffer ``q8_bufs[WG]``."""
+    TILE_M: gl.constexpr = q8_bufs.type.shape[1]
+    HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
+    ROW_SCALES: gl.constexpr = PER_TOKEN or QUANTIZE_Q  # qk_scale: one per query row
     TILE_N: gl.constexpr = k_bufs.type.shape[1]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     gl.static_assert(TILE_M == 16 * num_warps, "one 64-row slab per consumer warpgroup")
@@ -229,14 +275,25 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         bh = t // n_m
         row0 = (t % n_m) * 2 * TILE_M + WG * TILE_M  # this warpgroup's first query row
         qb = i % 2
-        q_smem = q_bufs.index(2 * qb + WG)
         base = i * n_blocks  # key block 0's number across the CTA's tiles
-        if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
-            rows = row0 + gl.arange(0, TILE_M, layout=row_s)
-            qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
-            qk_scale = qk_scale * sm_scale_log2
+        if QUANTIZE_Q:  # rows past Sq arrived as zeros: descale 1
+            q_smem = q8_bufs.index(WG)  # free: the previous tile's wgmmas have all retired
+            mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
+            src = q_bufs.index(2 * qb + WG)
+            q_descale = _quantize_rows(src.reshape([TILE_M, HEAD_DIM]), q_smem, num_warps)
+            mbarrier.arrive(q_empty.index(qb), count=1)  # the slab is read: the producer may refill it
+            if PER_TOKEN:
+                qk_scale = gl.convert_layout(q_descale, row_s) * sm_scale_log2
+            else:  # the Triton kernel's order of fp32 products
+                qk_scale = gl.convert_layout(q_descale, row_s) * (sm_scale_log2 * gl.load(k_descale_ptr + bh))
         else:
-            qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(k_descale_ptr + bh)
+            q_smem = q_bufs.index(2 * qb + WG)
+            if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
+                rows = row0 + gl.arange(0, TILE_M, layout=row_s)
+                qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
+                qk_scale = qk_scale * sm_scale_log2
+            else:
+                qk_scale = sm_scale_log2 * gl.load(q_descale_ptr + bh) * gl.load(k_descale_ptr + bh)
         m_i = gl.full([TILE_M], float("-inf"), gl.float32, row_s)
         l_i = gl.zeros([TILE_M], gl.float32, row_s)
         acc = gl.zeros([TILE_M, HEAD_DIM], gl.float32, o_layout)
@@ -244,7 +301,8 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         # Stage 0 - prologue: S_0 and its softmax; block 0 holds the key_pad padding columns (keys
         # are right-aligned), the one mask of the kernel, outside the loop.
         stage0 = base % STAGES
-        mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
+        if not QUANTIZE_Q:
+            mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
         mbarrier.wait(k_ready.index(stage0), (base // STAGES) & 1)
         s = warpgroup_mma(q_smem, k_bufs.index(stage0).permute((1, 0)), s_init, use_acc=False, is_async=True)
         s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
@@ -252,7 +310,7 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
             s = s * ks_bufs.index(stage0).load(s_layout)
         mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, PER_TOKEN)
+        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -262,13 +320,13 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
         # skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
                                            k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN)
+                                           PER_TOKEN, ROW_SCALES)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN)
-        # Every Q K^T of the tile has retired: the producer may load the tile after next's Q here.
-        mbarrier.arrive(q_empty.index(qb), count=1)
+                                               row_o, PER_TOKEN, ROW_SCALES)
+        if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
+            mbarrier.arrive(q_empty.index(qb), count=1)
 
         # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
         last = base + n_blocks - 1
@@ -300,17 +358,19 @@ def _consumer(q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_emp
 @gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
-                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, STAGES: gl.constexpr,
-                            num_warps: gl.constexpr):
+                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
+                            Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
     stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
     column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
-    HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. num_warps = 4: the default partition is consumer
-    warpgroup 0."""
-    WG_M: gl.constexpr = q_desc.block_type.shape[0]
-    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[1]
+    HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. QUANTIZE_Q: q_desc maps the
+    caller's bf16/fp16 (B, H, Sq, D) view in (1, 1, 64, D) boxes instead, q_descale_ptr is
+    unread, and the consumers quantize each row (Q8_LAYOUT: their e4m3 buffers' layout).
+    num_warps = 4: the default partition is consumer warpgroup 0."""
+    WG_M: gl.constexpr = q_desc.block_type.shape[-2]
+    HEAD_DIM: gl.constexpr = q_desc.block_type.shape[-1]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     gl.static_assert(2 * WG_M == 128)
     gl.static_assert(vt_desc.block_type.shape[0] == HEAD_DIM)
@@ -321,9 +381,13 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     n_blocks = gl.cdiv(Skv, TILE_N)
     key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
 
-    # Shared memory: Q 2 tiles x 2 x 8 KB + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B))
-    # at D = 128.
+    # Shared memory at D = 128: Q 2 tiles x 2 x 8 KB (QUANTIZE_Q: 2 x 2 x 16 KB of bf16, and 2 x
+    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)).
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    if QUANTIZE_Q:
+        q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [2, WG_M, HEAD_DIM], Q8_LAYOUT)
+    else:
+        q8_bufs = q_bufs  # unread: the consumers take their e4m3 Q from q_bufs
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
     if PER_TOKEN:
@@ -353,16 +417,17 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
     # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
     gl.warp_specialize([
-        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
-                     out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
-                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                     num_warps)),
-        (_consumer, (q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
-                     out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
-                     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                     num_warps)),
+        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
+                     QUANTIZE_Q, num_warps)),
+        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
+                     QUANTIZE_Q, num_warps)),
         (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, Sq, Skv, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN)),
+                     k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN,
+                     QUANTIZE_Q)),
     ], [4, 1], [240, 24])
 
 
@@ -405,6 +470,23 @@ def _layouts(head_dim: int):
             gl.NVMMASharedLayout.get_default_for([1, BLOCK_N], gl.float32))
 
 
+@functools.lru_cache(maxsize=None)
+def _query_layout(head_dim: int, dtype: torch.dtype):
+    """Shared layout of the (1, 1, 64, D) bf16/fp16 query boxes the kernel quantizes itself."""
+    return gl.NVMMASharedLayout.get_default_for([1, 1, BLOCK_M // 2, head_dim],
+                                                gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+
+
+def query_in_kernel_reason(q: torch.Tensor) -> str | None:
+    """Why the kernel cannot read and quantize this bf16/fp16 (B, H, Sq, D) query view itself
+    (None: it can). A TMA map needs a 16-byte aligned base and strides, and unit channel stride."""
+    if q.dtype not in (torch.bfloat16, torch.float16):
+        return f"query dtype {q.dtype}"
+    if q.stride(3) != 1 or q.data_ptr() % 16 or any(st * q.element_size() % 16 for st in q.stride()[:3]):
+        return f"query strides {tuple(q.stride())} (a TMA map needs unit channel stride and 16-byte rows)"
+    return None
+
+
 def persistent_grid(seq_kv: int) -> bool:
     """Whether a call loops over tiles in one CTA per SM (the next tile's loads and start overlap
     this one's end) or launches one CTA per tile: see PERSISTENT_MAX_KEYS."""
@@ -431,50 +513,68 @@ def _key_descale_desc(k_descale: torch.Tensor, layout):
 
 
 @functools.lru_cache(maxsize=64)
-def _checked_fields(dtype: torch.dtype, rows: int, cols: int, block_shape: tuple, layout) -> dict:
-    """The fields, all but the base, of a checked descriptor of a contiguous (rows, cols) matrix:
-    a pure function of the geometry (no tensor kept). Triton's checks read nothing of the base
-    but its dtype and its 16-byte alignment, which :func:`_rows_desc` asserts per call."""
-    desc = TensorDescriptor(base=torch.empty(0, dtype=dtype), shape=(rows, cols), strides=(cols, 1),
-                            block_shape=block_shape, layout=layout)
+def _checked_fields(dtype: torch.dtype, shape: tuple, strides: tuple, block_shape: tuple, layout) -> dict:
+    """The fields, all but the base, of a checked descriptor of that geometry: a pure function of
+    it (no tensor kept). Triton's checks read nothing of the base but its dtype and its 16-byte
+    alignment, which :func:`_desc` asserts per call."""
+    desc = TensorDescriptor(base=torch.empty(0, dtype=dtype), shape=shape, strides=strides, block_shape=block_shape,
+                            layout=layout)
     return {name: value for name, value in vars(desc).items() if name != "base"}
 
 
-def _rows_desc(t: torch.Tensor, block_shape: tuple, layout):
-    """TMA descriptor of contiguous ``t`` as the matrix of its last dim's rows, with the fields
-    checked once per geometry (:func:`_checked_fields`) and ``t`` as the base. Host time 5.5 ->
-    2 us a descriptor on a slow CPU, three a call: no 2-D view (the launch reads only the base's
-    address and dtype) and Triton's checks not repeated."""
-    cols = t.shape[-1]
+def _desc(t: torch.Tensor, shape: tuple, strides: tuple, block_shape: tuple, layout):
+    """TMA descriptor of ``t``'s memory seen as ``shape`` / ``strides``, with the fields checked
+    once per geometry (:func:`_checked_fields`) and ``t`` as the base. Host time 5.5 -> 2 us a
+    descriptor on a slow CPU, three a call: no view made (the launch reads only the base's address
+    and dtype) and Triton's checks not repeated."""
     assert t.data_ptr() % 16 == 0, "a TMA base starts on 16 bytes"
     desc = TensorDescriptor.__new__(TensorDescriptor)
-    vars(desc).update(_checked_fields(t.dtype, t.numel() // cols, cols, block_shape, layout), base=t)
+    vars(desc).update(_checked_fields(t.dtype, shape, strides, block_shape, layout), base=t)
     return desc
 
 
-def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
+def _rows_desc(t: torch.Tensor, block_shape: tuple, layout):
+    """TMA descriptor of contiguous ``t`` as the matrix of its last dim's rows."""
+    cols = t.shape[-1]
+    return _desc(t, (t.numel() // cols, cols), (cols, 1), block_shape, layout)
+
+
+def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
                            v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
-    """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q8, K8
+    """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
     last stride) with per-channel V (B, H, D); if V was smoothed, its mean ``v_mean`` (B, H, D)
-    fp32. ``persistent``: one CTA per SM looping over tiles, or one per tile (None: the measured
-    choice for the shape, :func:`persistent_grid`)."""
-    B, H, Sq, D = q8.shape
+    fp32. ``q``: contiguous e4m3 with ``q_descale``, or the caller's bf16/fp16 (B, H, Sq, D)
+    view (:func:`query_in_kernel_reason` None; ``q_descale`` unread), which the kernel quantizes
+    with one scale per row whatever K's granularity. ``persistent``: one CTA per SM looping over
+    tiles, or one per tile (None: the measured choice for the shape, :func:`persistent_grid`)."""
+    B, H, Sq, D = q.shape
     Skv = k8.shape[2]
-    assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q8.shape, k8.shape, v8t.shape)
+    assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q.shape, k8.shape, v8t.shape)
     assert Skv > BLOCK_N, f"the kernel peels its second key block: {Skv} keys"
+    quantize_q = q.dtype != torch.float8_e4m3fn
     per_token = k_descale.dim() == 3
-    if per_token:
-        assert q_descale.shape == (B, H, Sq) and k_descale.shape == (B, H, Skv) and v_descale.shape == (B, H, D)
-        assert q_descale.stride(2) == k_descale.stride(2) == 1 and v_descale.is_contiguous()
-        assert q_descale.stride(0) == H * q_descale.stride(1) and k_descale.stride(0) == H * k_descale.stride(1)
+    if quantize_q:
+        assert query_in_kernel_reason(q) is None, query_in_kernel_reason(q)
+        q_descale = k_descale  # unread: any real tensor
+    elif per_token:
+        assert q_descale.shape == (B, H, Sq) and q_descale.stride(2) == 1 and q_descale.stride(0) == H * q_descale.stride(1)
     else:
-        assert q_descale.numel() == k_descale.numel() == v_descale.numel() == B * H
-    assert q8.is_contiguous() and k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
+        assert q_descale.numel() == B * H
+    if per_token:
+        assert k_descale.shape == (B, H, Skv) and v_descale.shape == (B, H, D) and v_descale.is_contiguous()
+        assert k_descale.stride(2) == 1 and k_descale.stride(0) == H * k_descale.stride(1)
+    else:
+        assert k_descale.numel() == v_descale.numel() == B * H
+    assert k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
     ql, kl, vl, kdl = _layouts(D)
-    q_desc = _rows_desc(q8, (BLOCK_M // 2, D), ql)
+    if quantize_q:
+        q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, BLOCK_M // 2, D), _query_layout(D, q.dtype))
+    else:
+        assert q.is_contiguous()
+        q_desc = _rows_desc(q, (BLOCK_M // 2, D), ql)
     k_desc = _rows_desc(k8, (BLOCK_N, D), kl)
     vt_desc = _rows_desc(v8t, (D, BLOCK_N), vl)
     kd_desc, kd_pad = _key_descale_desc(k_descale, kdl) if per_token else (k_desc, 0)
@@ -482,8 +582,9 @@ def launch_gluon_attention(q8: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor
     tiles = -(-Sq // BLOCK_M) * B * H
     if persistent is None:
         persistent = persistent_grid(Skv)
-    _gluon_attention_kernel[(min(tiles, _sm_count(q8.device)) if persistent else tiles,)](
+    _gluon_attention_kernel[(min(tiles, _sm_count(q.device)) if persistent else tiles,)](
         q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
-        q_descale.stride(1) if per_token else 0, kd_pad,
-        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, STAGES=NUM_STAGES, num_warps=4, maxnreg=MAXNREG)
+        q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
+        HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
+        num_warps=4, maxnreg=MAXNREG)

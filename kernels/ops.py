@@ -113,20 +113,21 @@ def _quantize_qkv_fake(q, k, v, granularity, smooth_k, smooth_v, transpose_v, sm
 @_custom_op("quantize_kv")
 def quantize_kv(
     k: torch.Tensor, v: torch.Tensor, granularity: str, smooth_k: bool, smooth_v: bool, transpose_v: bool,
+    v_key_order: str = "natural",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """K and V alone, when the attention kernel quantizes Q itself (per-token scales): (k8, v8,
-    k_descale, v_descale, v_mean or empty), as :func:`quantize_qkv` gives them."""
+    """K and V alone, when the attention kernel quantizes Q itself: (k8, v8, k_descale,
+    v_descale, v_mean or empty), as :func:`quantize_qkv` gives them."""
     (k8, kd, _), (v8, vd, v_mean) = quantize_many([
         QuantizeJob(k, granularity, smooth_k),
-        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v),
+        QuantizeJob(v, value_granularity(granularity), smooth_v, transpose_v, v_key_order),
     ])
     return k8, v8, kd, vd, (v_mean if smooth_v else kd.new_empty((0,)))
 
 
 @quantize_kv.op.register_fake
-def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v):
+def _quantize_kv_fake(k, v, granularity, smooth_k, smooth_v, transpose_v, v_key_order="natural"):
     k8, kd = _quantized_fake(k, granularity, False)
-    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v)
+    v8, vd = _quantized_fake(v, value_granularity(granularity), transpose_v, v_key_order)
     B, H, _, D = v.shape
     return k8, v8, kd, vd, v.new_empty((B, H, padded_head_dim(D)) if smooth_v else (0,), dtype=torch.float32)
 
@@ -208,8 +209,9 @@ def fp8_attention(
     kernel: str = "triton",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized inputs. ``q8`` may instead be the bf16/fp16 (B, H, Sq, D) query
-    itself when K has per-token scales: the kernel quantizes it per token (``q_descale`` is then
-    unread: any tensor, e.g. ``k_descale``). Returns ``(out, lse)``: out in ``layout`` and
+    itself: the kernel quantizes it with one scale per row, whatever K's granularity
+    (``q_descale`` is then unread: any tensor, e.g. ``k_descale``; the Gluon kernel needs
+    :func:`accel.kernels.gluon_attention.query_in_kernel_reason` None). Returns ``(out, lse)``: out in ``layout`` and
     ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
     ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
     non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q).

@@ -253,24 +253,57 @@ def test_gluon_kernel_head_dim_64(kind, shape, granularity, gluon_from_two_key_b
 @pytest.mark.parametrize("granularity", ["head", "token"])
 def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity, gluon_from_two_key_blocks,
                                            monkeypatch):
-    """The same numerics as the Triton kernel up to rounding (one exp2 with the 256 in its
-    argument, other key-block boundaries): far closer to it than either is to exact attention;
-    every output element written (NaN-poisoned memory before each call)."""
+    """``fp8_sdpa`` through the Gluon kernel (the caller's query quantized in the kernel, one
+    scale per row) has the numerics of the Triton kernel given the same query: far closer to it
+    than either is to exact attention (one exp2 with the 256 in its argument, other key-block
+    boundaries); every output element written (NaN-poisoned memory before each call)."""
+    from accel.kernels import ops
+
     g = _cuda_gen()
     q, k, v = activation_like_qkv(2, 6, 1500, 2100, 128, "activation", layout=layout, dtype=dtype, device="cuda",
                                   generator=g)
     ref, _ = exact_attention(q, k, v, layout=layout)
+    torch.empty(q.numel() * 4, dtype=dtype, device="cuda").fill_(float("nan"))  # poison the allocator's blocks
+    gluon = accel.fp8_sdpa(q, k, v, layout=layout, granularity=granularity, smooth_v=smooth_v, strict=True)
+    assert gluon.dtype == dtype and gluon.isfinite().all()
+    qv, kv, vv = (t.transpose(1, 2) for t in (q, k, v)) if layout == "bshd" else (q, k, v)
+    k8, v8t, kd, vd, v_mean = ops.quantize_kv(kv, vv, granularity, True, smooth_v, True)
+    triton, _ = ops.fp8_attention(qv, k8, v8t, kd, kd, vd, v_mean, 128, 128 ** -0.5, False, dtype, layout, False)
+    if layout == "bshd":  # the reference is bhsd
+        gluon, triton = gluon.transpose(1, 2), triton.transpose(1, 2)
+    err_triton = rel_l2(triton, ref)
+    assert rel_l2(gluon, triton) < 0.5 * err_triton
+    assert abs(rel_l2(gluon, ref) - err_triton) < 0.1 * err_triton
+
+
+@needs_gluon
+@pytest.mark.parametrize("granularity", ["head", "token"])
+def test_gluon_kernel_query_paths(granularity, gluon_from_two_key_blocks, monkeypatch):
+    """The query quantized in the Gluon kernel (TMA straight from the caller's view, one scale per
+    row) against the two-pass quantization the kernel otherwise reads: both within the bound of
+    exact attention; a view TMA cannot map (rows not on 16 bytes) takes the passes; a NaN query
+    row changes that row alone."""
+    ga = gluon_from_two_key_blocks
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(1, 5, 700, 900, 128, "activation", layout="bshd", device="cuda", generator=g)
+    view = q.new_zeros(1, 700, 5, 136)[..., 1:129]  # (B, S, H, D), rows starting 2 bytes past 16: no TMA map
+    view.copy_(q)
+    assert ga.query_in_kernel_reason(view.transpose(1, 2)) is not None
+    assert ga.query_in_kernel_reason(q.transpose(1, 2)) is None
+    ref, _ = exact_attention(q, k, v, layout="bshd")
     outs = {}
-    for gluon in ("1", "0"):
-        monkeypatch.setenv("ACCEL_GLUON", gluon)
-        torch.empty(q.numel() * 4, dtype=dtype, device="cuda").fill_(float("nan"))  # poison the allocator's blocks
-        outs[gluon] = accel.fp8_sdpa(q, k, v, layout=layout, granularity=granularity, smooth_v=smooth_v, strict=True)
-        assert outs[gluon].dtype == dtype and outs[gluon].isfinite().all(), gluon
-        if layout == "bshd":  # the reference is bhsd
-            outs[gluon] = outs[gluon].transpose(1, 2)
-    err_triton = rel_l2(outs["0"], ref)
-    assert rel_l2(outs["1"], outs["0"]) < 0.5 * err_triton
-    assert abs(rel_l2(outs["1"], ref) - err_triton) < 0.1 * err_triton
+    for name, query, in_kernel in (("kernel", q, True), ("passes", q, False), ("view", view, True)):
+        monkeypatch.setattr(ga, "QUANTIZE_Q_IN_KERNEL", in_kernel)
+        outs[name] = accel.fp8_sdpa(query, k, v, layout="bshd", granularity=granularity, strict=True)
+        assert rel_l2(outs[name].transpose(1, 2), ref) < BOUNDS[("activation", granularity)], name
+    assert torch.equal(outs["passes"], outs["view"])  # the same two passes
+    monkeypatch.setattr(ga, "QUANTIZE_Q_IN_KERNEL", True)
+    q[0, 123, 2, 5] = float("nan")
+    out = accel.fp8_sdpa(q, k, v, layout="bshd", granularity=granularity, strict=True)
+    nan_rows = out.isnan().any(dim=-1)
+    assert nan_rows[0, 123, 2] and nan_rows.sum() == 1
+    nan_rows[0, 123, 2] = False
+    assert torch.equal(out[~nan_rows], outs["kernel"][~nan_rows])  # K and V's quantization, other rows' own scales
 
 
 @needs_gluon

@@ -57,9 +57,11 @@ def attention_reference(
     k_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FP8 attention on quantized (B, H, S, D) inputs, key block by key block like the kernel
-    (``block_n`` defaults to the kernel's for this head dim and granularity). ``k_bias`` (B, H, Skv), unscaled: smooth-Q's
-    per-key correction. Returns fp32 (out, lse)."""
-    block_n = block_n or default_config(q8.shape[-1], per_token=k_descale.dim() == 3).block_n
+    (``block_n`` defaults to the kernel's for this head dim and granularity). Descales as the
+    kernels take them: per head, per token for Q and K, or Q per token against K per head.
+    ``k_bias`` (B, H, Skv), unscaled: smooth-Q's per-key correction. Returns fp32 (out, lse)."""
+    key_per_token = k_descale.dim() == 3
+    block_n = block_n or default_config(q8.shape[-1], per_token=key_per_token).block_n
     qk_scale = sm_scale * math.log2(math.e)
     k = k8.float()
     v = v8.float()
@@ -69,8 +71,10 @@ def attention_reference(
     outs, lses = [], []
     for start in range(0, Sq, _QUERY_CHUNK):
         stop = min(start + _QUERY_CHUNK, Sq)
-        if q_descale.dim() == 3:
+        if key_per_token:
             q_scale = q_descale[:, :, start:stop, None] * qk_scale
+        elif q_descale.dim() == 3:  # Q per row against K per head, as the kernels quantize Q themselves
+            q_scale = q_descale[:, :, start:stop, None] * (qk_scale * k_descale)[:, :, None, None]
         else:
             q_scale = (qk_scale * q_descale * k_descale)[:, :, None, None]
         q = q8[:, :, start:stop].float()
@@ -82,7 +86,7 @@ def attention_reference(
         for n0 in range(0, Skv, block_n):
             n1 = min(n0 + block_n, Skv)
             s = q @ k[:, :, n0:n1].transpose(-1, -2)
-            if q_descale.dim() == 3:
+            if key_per_token:
                 s = s * k_descale[:, :, None, n0:n1]
             if bias is not None:
                 s = s * q_scale + bias[..., n0:n1]

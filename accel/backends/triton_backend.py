@@ -31,16 +31,14 @@ class TritonBackend(Backend):
 
     def run(self, call: AttentionCall) -> tuple[torch.Tensor, torch.Tensor | None]:
         from accel.kernels import ops  # imports triton: only when this backend runs
-        from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS
         from accel.kernels.dispatch import v_key_order
 
         kernel = _kernel(call)
-        if (kernel == "triton" and call.granularity == "token" and not call.smooth_q
-                and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS):
-            # Q's per-token scales come from its own rows: the kernel quantizes each query tile
-            # it loads, which spares a whole pass over Q (most of the work when Sq >> Skv).
-            k8, v8t, kd, vd, v_mean = ops.quantize_kv(call.key, call.value, "token", call.smooth_k,
-                                                      call.smooth_v, True)
+        if _query_in_kernel(kernel, call):
+            # The kernel quantizes each query tile it loads, one scale per row, which spares two
+            # passes over Q (statistics, cast): most of the work when Sq >> Skv.
+            k8, v8t, kd, vd, v_mean = ops.quantize_kv(call.key, call.value, call.granularity, call.smooth_k,
+                                                      call.smooth_v, True, v_key_order(kernel))
             q8, qd, k_bias = call.query, kd, None  # qd unread: kd spares an allocation
         else:
             q8, k8, v8t, qd, kd, vd, v_mean, k_bias = ops.quantize_qkv(
@@ -61,6 +59,20 @@ class TritonBackend(Backend):
         out, _ = ops.fp8_attention(q8, k8, v8t, q_descale, k_descale, vd, v_mean, call.head_dim, call.scale,
                                    call.is_causal, call.value.dtype, call.layout, False, None, kernel)
         return out
+
+
+def _query_in_kernel(kernel: str, call: AttentionCall) -> bool:
+    """Whether ``kernel`` quantizes Q itself (one scale per query row) for this call. The Gluon
+    kernel does wherever TMA can read the query; the Triton kernel per token up to
+    QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys (its main loop is slower with it)."""
+    from accel.kernels import gluon_attention
+    from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS
+
+    if call.smooth_q:  # Q's mean must come off before quantizing: a pass over Q anyway
+        return False
+    if kernel == "gluon":
+        return gluon_attention.QUANTIZE_Q_IN_KERNEL and gluon_attention.query_in_kernel_reason(call.query) is None
+    return call.granularity == "token" and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS
 
 
 def _kernel(call: AttentionCall) -> str:

@@ -90,6 +90,23 @@ def fp8_token_with_q_pass():
     return None, lambda q, k, v: run(*prepare(q, k, v))
 
 
+def fp8_gluon_variant(granularity, **settings):
+    """The whole call with the Gluon kernel's module settings changed for its duration (A/B in one
+    process): ``QUANTIZE_Q_IN_KERNEL=False``, Q by its own two passes as before the kernel
+    quantized it (benchmarks/NOTES.md 43); ``MIN_KEYS_PER_TOKEN=129``, the Gluon kernel at every
+    key count it can serve."""
+    from accel.kernels import gluon_attention
+
+    def run(q, k, v):
+        saved = {name: getattr(gluon_attention, name) for name in settings}
+        vars(gluon_attention).update(settings)
+        try:
+            return accel.fp8_sdpa(q, k, v, layout="bshd", backend="triton", granularity=granularity, strict=True)
+        finally:
+            vars(gluon_attention).update(saved)
+    return run
+
+
 def fa3_fp8_kernel_only():
     import flash_attn_interface
     from accel.kernels import ops
@@ -115,6 +132,9 @@ def methods():
         "accel-head-triton-kernel": fp8_head_triton_kernel(),
         "accel-triton-token": (None, fp8("triton", "token")),
         "accel-token-q-pass": fp8_token_with_q_pass(),
+        "accel-head-q-passes": (None, fp8_gluon_variant("head", QUANTIZE_Q_IN_KERNEL=False)),
+        "accel-token-q-passes": (None, fp8_gluon_variant("token", QUANTIZE_Q_IN_KERNEL=False)),
+        "accel-token-gluon-all-keys": (None, fp8_gluon_variant("token", MIN_KEYS_PER_TOKEN=129)),
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
         "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
         "accel-token-hadamard": (None, fp8("triton", "token", hadamard=True)),
