@@ -210,11 +210,15 @@ case "$stage" in
   run attention 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" \
     --shapes 24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128 \
     --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-head-q-passes,accel-triton-token,accel-token-q-passes,accel-fa3-head
+  run attention-reversed 60 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention-reversed.json" \
+    --shapes 24x4608x4608x128,24x8192x8192x128,12x32760x512x128 \
+    --methods accel-fa3-head,accel-token-q-passes,accel-triton-token,accel-head-q-passes,accel-triton-head,fa3-bf16,sdpa-cudnn-bf16
   run crossover 60 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/crossover.json" \
     --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,12x32760x4096x128 \
     --methods sdpa-cudnn-bf16,accel-triton-token,accel-token-gluon-all-keys,accel-triton-head
   tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
-  grep -E "speed|q-passes" "$out/gluon.log"; tail -n 9 "$out/attention.log"; tail -n 6 "$out/crossover.log"
+  grep -E "speed|q-passes" "$out/gluon.log"; tail -n 9 "$out/attention.log"; tail -n 5 "$out/attention-reversed.log"
+  tail -n 6 "$out/crossover.log"
   ;;
 *)
   echo "unknown stage $stage: 1 to 14" >&2; exit 2 ;;
