@@ -16,6 +16,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 12   # session 8's final tables
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 13   # Wan-1.3B 480p; norm + RoPE tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 14   # session 9: Q quantized in the Gluon kernel
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 15   # session 9's final tables and tests
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12|13|14}"
+stage="${1:?usage: gpu_session.sh 1|2|3|4|5|6|7|8|9|10|11|12|13|14|15}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -199,9 +200,9 @@ case "$stage" in
   tail -n 10 "$out/pipeline-1.3b.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 14)
-  # Session 9 (NOTES 43): Q quantized in the Gluon kernel's tile prologue (one scale per row, TMA
-  # from the caller's view) against Q's own two passes: GPU tests, kernel level, whole calls, and
-  # the per-token crossover against the Triton kernel.
+  # Session 9 (NOTES 43), as run at commits c3f14cd and 09f2a85 (its methods accel-*-q-passes
+  # and accel-token-gluon-all-keys have been renamed or removed since): Q quantized in the Gluon
+  # kernel against Q's own two passes: GPU tests, kernel level, whole calls, the per-token crossover.
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
   run tests 120 python -m pytest -q -x tests/test_gpu.py tests/test_triton_kernels.py -k \
     "gluon or query_quantized or both_query"
@@ -220,7 +221,23 @@ case "$stage" in
   grep -E "speed|q-passes" "$out/gluon.log"; tail -n 9 "$out/attention.log"; tail -n 5 "$out/attention-reversed.log"
   tail -n 6 "$out/crossover.log"
   ;;
+15)
+  # Session 9's final state (NOTES 43): Q quantized in the Gluon kernel up to 2048 keys, the
+  # Gluon kernel per token from 512 keys. Its tests; issue 3's whole-call rows with Q's passes
+  # forced for the A/B; the per-token crossover against the Triton kernel.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run tests 250 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py tests/test_compile.py -k \
+    "gluon or query or dispatch or compile"
+  run attention 120 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention.json" \
+    --shapes 24x2048x2048x128,24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128,12x32760x2048x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-head-q-passes,accel-triton-token,accel-token-q-passes,accel-fa3-head
+  run crossover 60 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/crossover.json" \
+    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,12x32760x4096x128 \
+    --methods sdpa-cudnn-bf16,accel-triton-token,accel-token-triton-kernel,accel-token-q-passes,accel-triton-head,accel-head-q-passes
+  tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  tail -n 10 "$out/attention.log"; tail -n 6 "$out/crossover.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 14" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 15" >&2; exit 2 ;;
 esac
 cat "$summary"

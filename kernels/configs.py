@@ -45,10 +45,13 @@ GPU_CONFIG_8_WARPS = AttentionConfig(128, 128, 8, 3)
 INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 
 
-#: Per-token calls with at most this many keys hand the attention kernel the bf16 query, which it
-#: quantizes tile by tile: no separate pass over Q, which is most of the work when Skv << Sq.
-#: Longer calls keep the pass: the in-kernel variant's main loop is slower (H200, whole call:
-#: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760; benchmarks/NOTES.md 17).
+#: Calls with at most this many keys hand the attention kernel the bf16 query, which it quantizes
+#: tile by tile, one scale per row: no passes over Q of their own, most of the work when Skv << Sq.
+#: The Triton kernel does so per token, the Gluon kernel at both granularities. Longer calls keep
+#: the passes: the in-kernel variants' main loops are slower (H200: Triton kernel, whole call,
+#: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760, NOTES 17; Gluon kernel per
+#: head, kernel plus Q's passes against the kernel quantizing Q, 1.3-2.2x at 512-2048 keys,
+#: 0.95-1.0x from 8192: its scores' scale leaves the uniform registers, NOTES 43).
 QUANTIZE_Q_IN_KERNEL_MAX_KEYS = 2048
 
 #: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md 10,

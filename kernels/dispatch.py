@@ -35,12 +35,12 @@ def gluon_reason(device: torch.device) -> str | None:
 
 def attention_kernel(device: torch.device, head_dim: int, seq_kv: int, granularity: str, is_causal: bool,
                      return_lse: bool, smooth_q: bool) -> str:
-    """"gluon" or "triton" for one call (:func:`accel.kernels.ops.fp8_attention`'s ``kernel``)."""
+    """"gluon" or "triton" for one call (:func:`accel.kernels.ops.fp8_attention`'s ``kernel``);
+    ``granularity``: both are served alike (the key-count threshold is the same since the Gluon
+    kernel quantizes Q itself, NOTES 43)."""
     if gluon_reason(device) is not None:
         return "triton"
-    unsupported = gluon_unsupported_reason(head_dim, seq_kv, granularity == "token", is_causal, return_lse,
-                                           smooth_q)
-    return "triton" if unsupported else "gluon"
+    return "triton" if gluon_unsupported_reason(head_dim, seq_kv, is_causal, return_lse, smooth_q) else "gluon"
 
 
 def v_key_order(kernel: str) -> str:

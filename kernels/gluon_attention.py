@@ -11,7 +11,10 @@ lets the kernel schedule its warps itself:
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
   awaited: block j's exp2s run while P V is on the tensor cores;
 * a persistent grid (one CTA per SM looping over 128-row tiles, Q double-buffered) up to
-  PERSISTENT_MAX_KEYS: the producer loads the next tile while the consumers finish this one.
+  PERSISTENT_MAX_KEYS: the producer loads the next tile while the consumers finish this one;
+* with QUANTIZE_Q the producer loads the caller's bf16/fp16 query rows instead and each consumer
+  quantizes its 64 rows in the tile's prologue, one scale per row (calls with few keys: it
+  spares them two passes over Q, most of their work).
 
 Numerics are the Triton kernel's (kernels/attention.py): s = Q8 K8^T * sm_scale * log2(e) *
 q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (FA3's offset), l
@@ -23,7 +26,7 @@ tried around it). The results differ from the Triton kernel's by fp32 rounding o
 argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
-Q8 and K8 (B, H, S, D) contiguous e4m3; V^T (B, H, D, S_blocks) with S_blocks = Skv rounded
+Q8 and K8 (B, H, S, D) contiguous e4m3 (or Q as the caller's (B, H, S, D) view, 16-byte rows); V^T (B, H, D, S_blocks) with S_blocks = Skv rounded
 up to 128, keys right-aligned (the first S_blocks - Skv columns zero) and, within each 32-key
 chunk, in the order the P operand holds them in registers (:func:`mma_key_order`). Key block 0
 therefore starts S_blocks - Skv keys before the first key and is the only one masked; Q rows past
@@ -71,21 +74,17 @@ HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
 #: Head dims dispatched here. At D = 64 the Gluon kernel is correct but no faster than the Triton
 #: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 33).
 DISPATCHED_HEAD_DIMS = (128,)
-#: Shorter key sequences take the Triton kernel (H200, kernel only, 12x32760 queries, persistent
-#: grid: per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024; per token 0.99x at 512,
-#: 1.01x at 1024-2048, 1.02x at 4096, where the Triton kernel's in-kernel Q quantization, up to
-#: 2048 keys, still spares the whole call a pass; NOTES 31-32). Two key blocks at the very least.
+#: Shorter key sequences take the Triton kernel (H200, 12x32760 queries, persistent grid: kernel
+#: only, per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024, NOTES 31-32; whole calls
+#: per token, both kernels quantizing Q themselves, 1.11 / 1.05 / 1.36 / 1.01x at 512 / 1024 /
+#: 2048 / 4096 keys, NOTES 43). Two key blocks at the very least.
 MIN_KEYS = 512
-MIN_KEYS_PER_TOKEN = 4096
 #: Persistent grid up to this many keys; longer calls launch one CTA per tile (H200, per head,
 #: D = 128, persistent against one CTA per tile: 1.30x at 512 keys, 1.04x at 4608, 1.00x at
 #: 8192 and 16384, 1.02x at 32760, 0.97x at 75600, where CTAs drifting apart over ~180 tiles
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
-#: Whether calls from bf16/fp16 hand the kernel the caller's query to quantize itself (one scale
-#: per row, in each tile's prologue) instead of quantizing Q in two passes of their own.
-QUANTIZE_Q_IN_KERNEL = True
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 # Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
@@ -149,51 +148,37 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
 # --------------------------------------------------------------------------------------------
 # Consumer partitions (one warpgroup each): MMAs and the online softmax.
 # --------------------------------------------------------------------------------------------
-# --------------------------------------------------------------------------------------------
-# Quantizer partition (QUANTIZE_Q; 2 warps): the caller's bf16/fp16 query rows to e4m3, one
-# scale per row, a tile ahead of the consumers: no statistics or cast pass over Q, and no work on
-# the consumers' path (done in their tile prologue it cost ~1.6 us a tile, 3-8% of a call).
-# --------------------------------------------------------------------------------------------
 @gluon.jit
-def _quantizer(q_bufs, q8_bufs, qd_bufs, q_ready, q_empty, q8_ready, q8_empty, n_tiles):
-    """Per tile: Q's two 64-row slabs (TMA-loaded by the producer into ``q_bufs``) to e4m3 in
-    ``q8_bufs`` (the wgmma operands) and the rows' descales in ``qd_bufs``, as the quantization
-    kernels compute them: 448 / amax correctly rounded, 1 for an all-zero row, a NaN descale for a
-    row holding Inf or NaN."""
-    WG_M: gl.constexpr = q8_bufs.type.shape[1]
-    D: gl.constexpr = q8_bufs.type.shape[2]
-    CHUNK: gl.constexpr = 8  # rows per step: one 8-row swizzle atom of both buffers
-    num_warps: gl.constexpr = gl.num_warps()
-    # A warp takes 4 rows x 8 threads x 16 channels (two 16-byte loads, one 16-byte e4m3 store):
-    # a row's amax is 3 shuffles away; 40 registers hold it.
-    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[1, D // 8], threads_per_warp=[4, 8],
+def _quantize_rows(src, dst, num_warps: gl.constexpr):
+    """Q's bf16/fp16 slab ``src`` (64, D) in shared memory to e4m3 in ``dst`` (the wgmma's
+    operand), one scale per row as the quantization kernels compute it (448 / amax, correctly
+    rounded; 1 for an all-zero row, a NaN descale for a row holding Inf or NaN). Returns the rows'
+    descales. Once per tile and warpgroup: it spares the call a statistics pass and a cast pass
+    over Q, and the scores' row scale rides on the exp2's FFMA like a per-token query's. Costs
+    (H200, NOTES 43): ~1.6 us a tile, on the tensor cores' path, and per head 3-6% more in long
+    rows (the likely cause: the main loop's FFMAs read the scale from a regular register instead
+    of a uniform one): a win up to ~2048 keys, a loss from 8192 (QUANTIZE_Q_IN_KERNEL_MAX_KEYS). A 2-warp quantizer partition a tile ahead (commit 09f2a85)
+    measured slower still: 40 registers, and its consumers capped at 232."""
+    M: gl.constexpr = src.type.shape[0]
+    D: gl.constexpr = src.type.shape[1]
+    # A warp owns 16 whole rows (the wgmma layout's rows of that warp) as 4 rows x 8 threads x 8
+    # channels (16-byte loads): a row's amax is 3 shuffles away.
+    layout: gl.constexpr = gl.BlockedLayout(size_per_thread=[4, 8], threads_per_warp=[4, 8],
                                             warps_per_cta=[num_warps, 1], order=[1, 0])
-    gl.static_assert(CHUNK == 4 * num_warps)
-    i = 0
-    for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
-        qb = i % 2
-        mbarrier.wait(q_ready.index(qb), (i // 2) & 1)  # the bf16 slabs have landed
-        mbarrier.wait(q8_empty.index(qb), ((i // 2) & 1) ^ 1)  # both consumers are done with this buffer
-        descales = qd_bufs.index(qb)
-        for h in gl.static_range(2):  # the two consumers' slabs
-            src = q_bufs.index(2 * qb + h)
-            src = src.reshape([WG_M, D])
-            dst = q8_bufs.index(2 * qb + h)
-            for r in gl.static_range(0, WG_M, CHUNK):
-                x = src.slice(r, CHUNK).load(layout).to(gl.float32)
-                ax = gl.abs(x)
-                # NaN compares false and Inf is not < Inf: one max finds both, as an Inf amax.
-                amax = gl.max(gl.where(ax < float("inf"), ax, float("inf")), axis=1)
-                big = amax > _AMAX_EPS
-                scale = gl.where(big, gl.div_rn(gl.zeros_like(amax) + _E4M3_MAX, amax), 1.0)
-                descale = gl.where(big, gl.div_rn(amax, gl.zeros_like(amax) + _E4M3_MAX), 1.0)
-                descale = gl.where(amax < float("inf"), descale, float("nan"))
-                dst.slice(r, CHUNK).store((x * gl.expand_dims(scale, 1)).to(gl.float8e4nv))  # satfinite
-                descales.slice(h * WG_M + r, CHUNK).store(descale)
-        mbarrier.arrive(q_empty.index(qb), count=1)  # the producer may load the tile after next's slabs
-        fence_async_shared()  # the e4m3 stores, visible to the consumers' wgmmas (async proxy)
-        mbarrier.arrive(q8_ready.index(qb), count=1)
-        i += 1
+    gl.static_assert(M == 16 * num_warps)
+    x = src.load(layout).to(gl.float32)
+    ax = gl.abs(x)
+    # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
+    n_bad = gl.sum((~(ax < float("inf"))).to(gl.int32), axis=1)
+    amax = gl.where(n_bad > 0, float("nan"), gl.max(ax, axis=1))
+    big = amax > _AMAX_EPS  # False for NaN too
+    scale = gl.where(big, gl.div_rn(gl.zeros_like(amax) + _E4M3_MAX, amax), 1.0)
+    descale = gl.where(big, gl.div_rn(amax, gl.zeros_like(amax) + _E4M3_MAX), 1.0)
+    descale = gl.where(gl.abs(amax) < float("inf"), descale, float("nan"))
+    dst.store((x * gl.expand_dims(scale, 1)).to(gl.float8e4nv))  # |x| * scale <= 448 (up to rounding: satfinite)
+    fence_async_shared()  # the generic-proxy stores, visible to the wgmma's async proxy...
+    gl.thread_barrier()  # ...from every warp of the warpgroup before any issues Q K^T
+    return descale
 
 
 @gluon.jit
@@ -259,16 +244,16 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 
 
 @gluon.jit
-def _consumer(q_bufs, qd_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
               out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
               n_tiles, n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr,
               PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, num_warps: gl.constexpr):
     """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
-    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel.
-    ``q_bufs``: the e4m3 Q tiles (2 tiles x 2 slabs), from the producer, or with QUANTIZE_Q from
-    the quantizer, whose row descales are in ``qd_bufs`` (2 tiles x 128) when ``q_ready`` fires."""
-    TILE_M: gl.constexpr = q_bufs.type.shape[1]
-    HEAD_DIM: gl.constexpr = q_bufs.type.shape[2]
+    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
+    with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
+    into its own e4m3 buffer ``q8_bufs[WG]``."""
+    TILE_M: gl.constexpr = q8_bufs.type.shape[1]
+    HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
     ROW_SCALES: gl.constexpr = PER_TOKEN or QUANTIZE_Q  # qk_scale: one per query row
     TILE_N: gl.constexpr = k_bufs.type.shape[1]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
@@ -294,15 +279,18 @@ def _consumer(q_bufs, qd_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_rea
         row0 = (t % n_m) * 2 * TILE_M + WG * TILE_M  # this warpgroup's first query row
         qb = i % 2
         base = i * n_blocks  # key block 0's number across the CTA's tiles
-        q_smem = q_bufs.index(2 * qb + WG)
-        if QUANTIZE_Q:  # the quantizer's row descales (rows past Sq arrived as zeros: descale 1)
+        if QUANTIZE_Q:  # rows past Sq arrived as zeros: descale 1
+            q_smem = q8_bufs.index(WG)  # free: the previous tile's wgmmas have all retired
             mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
-            q_descale = qd_bufs.index(qb).slice(WG * TILE_M, TILE_M).load(row_s)
+            src = q_bufs.index(2 * qb + WG)
+            q_descale = _quantize_rows(src.reshape([TILE_M, HEAD_DIM]), q_smem, num_warps)
+            mbarrier.arrive(q_empty.index(qb), count=1)  # the slab is read: the producer may refill it
             if PER_TOKEN:
-                qk_scale = q_descale * sm_scale_log2
+                qk_scale = gl.convert_layout(q_descale, row_s) * sm_scale_log2
             else:  # the Triton kernel's order of fp32 products
-                qk_scale = q_descale * (sm_scale_log2 * gl.load(k_descale_ptr + bh))
+                qk_scale = gl.convert_layout(q_descale, row_s) * (sm_scale_log2 * gl.load(k_descale_ptr + bh))
         else:
+            q_smem = q_bufs.index(2 * qb + WG)
             if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
                 rows = row0 + gl.arange(0, TILE_M, layout=row_s)
                 qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
@@ -340,8 +328,8 @@ def _consumer(q_bufs, qd_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_rea
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
                                                row_o, PER_TOKEN, ROW_SCALES)
-        # Every Q K^T of the tile has retired: the producer (or quantizer) may fill the tile after next's Q.
-        mbarrier.arrive(q_empty.index(qb), count=1)
+        if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
+            mbarrier.arrive(q_empty.index(qb), count=1)
 
         # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
         last = base + n_blocks - 1
@@ -396,9 +384,13 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     n_blocks = gl.cdiv(Skv, TILE_N)
     key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
 
-    # Shared memory at D = 128: Q 2 tiles x 2 x 8 KB (QUANTIZE_Q: that of e4m3, 2 x 2 x 16 KB of
-    # bf16 and 1 KB of descales) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)).
+    # Shared memory at D = 128: Q 2 tiles x 2 x 8 KB (QUANTIZE_Q: 2 x 2 x 16 KB of bf16, and 2 x
+    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)).
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    if QUANTIZE_Q:
+        q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [2, WG_M, HEAD_DIM], Q8_LAYOUT)
+    else:
+        q8_bufs = q_bufs  # unread: the consumers take their e4m3 Q from q_bufs
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
     if PER_TOKEN:
@@ -412,65 +404,34 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    # ready: the producer's expect + the TMA bytes (or the quantizer's arrive). empty: Gluon lowers
-    # mbarrier.arrive to one elected thread after a bar.sync of its partition, so each consumer
-    # arrives once: count 2.
+    # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
+    # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=2)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(v_empty.index(i), count=2)
-    if QUANTIZE_Q:  # producer -> bf16 slabs -> quantizer -> e4m3 tiles and descales -> consumers
-        q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [4, WG_M, HEAD_DIM], Q8_LAYOUT)
-        qd_bufs = gl.allocate_shared_memory(gl.float32, [2, 2 * WG_M],
-                                            gl.SwizzledSharedLayout(1, 1, 1, order=[0]))
-        q8_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        q8_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(2):
-            mbarrier.init(q_ready.index(i), count=1)
-            mbarrier.init(q_empty.index(i), count=1)
-            mbarrier.init(q8_ready.index(i), count=1)
-            mbarrier.init(q8_empty.index(i), count=2)
-    else:  # producer -> e4m3 tiles -> consumers (the consumers' qd_bufs, unread: q_bufs)
-        for i in gl.static_range(2):
-            mbarrier.init(q_ready.index(i), count=1)
-            mbarrier.init(q_empty.index(i), count=2)
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
 
     # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
-    # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps), the
-    # producer (1 warp) and with QUANTIZE_Q the quantizer (2 warps), which shares the producer's
-    # warpgroup and so its register count (setmaxnreg is per warpgroup): 240 / 24 without it,
-    # 232 / 40 with it (no spills either way); the default partition keeps what they leave.
-    if QUANTIZE_Q:
-        gl.warp_specialize([
-            (_consumer, (q8_bufs, qd_bufs, k_bufs, vt_bufs, ks_bufs, q8_ready, q8_empty, k_ready, k_empty, v_ready,
-                         v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                         so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                         QUANTIZE_Q, num_warps)),
-            (_consumer, (q8_bufs, qd_bufs, k_bufs, vt_bufs, ks_bufs, q8_ready, q8_empty, k_ready, k_empty, v_ready,
-                         v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                         so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                         QUANTIZE_Q, num_warps)),
-            (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty,
-                         k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad,
-                         PER_TOKEN, QUANTIZE_Q)),
-            (_quantizer, (q_bufs, q8_bufs, qd_bufs, q_ready, q_empty, q8_ready, q8_empty, n_tiles)),
-        ], [4, 1, 2], [232, 40, 40])
-    else:
-        gl.warp_specialize([
-            (_consumer, (q_bufs, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-                         v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                         so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                         QUANTIZE_Q, num_warps)),
-            (_consumer, (q_bufs, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-                         v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                         so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                         QUANTIZE_Q, num_warps)),
-            (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty,
-                         k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad,
-                         PER_TOKEN, QUANTIZE_Q)),
-        ], [4, 1], [240, 24])
+    # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
+    # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
+    gl.warp_specialize([
+        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
+                     QUANTIZE_Q, num_warps)),
+        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
+                     QUANTIZE_Q, num_warps)),
+        (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
+                     k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN,
+                     QUANTIZE_Q)),
+    ], [4, 1], [240, 24])
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,16 +451,16 @@ def gluon_unavailable_reason(device: torch.device | None = None) -> str | None:
     return None
 
 
-def gluon_unsupported_reason(head_dim: int, seq_kv: int, per_token: bool, is_causal: bool, return_lse: bool,
+def gluon_unsupported_reason(head_dim: int, seq_kv: int, is_causal: bool, return_lse: bool,
                              has_k_bias: bool) -> str | None:
-    """Why a call's numerics or shape are outside this kernel (None: inside)."""
+    """Why a call's numerics or shape are outside this kernel (None: inside); per-head and
+    per-token scales are both served."""
     if is_causal or return_lse or has_k_bias:
         return "causal masks, LSE and smooth-Q's key bias"
     if head_dim not in DISPATCHED_HEAD_DIMS:
         return f"head dim {head_dim} (the Gluon kernel is faster at {DISPATCHED_HEAD_DIMS})"
-    min_keys = MIN_KEYS_PER_TOKEN if per_token else MIN_KEYS
-    if seq_kv < min_keys:
-        return f"{seq_kv} keys (the Triton kernel is as fast or faster below {min_keys})"
+    if seq_kv < MIN_KEYS:
+        return f"{seq_kv} keys (the Triton kernel is as fast or faster below {MIN_KEYS})"
     return None
 
 

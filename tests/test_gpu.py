@@ -211,8 +211,7 @@ def gluon_from_two_key_blocks(monkeypatch):
     where it measured faster: the tests below reach it with short and odd shapes."""
     from accel.kernels import gluon_attention
 
-    for threshold in ("MIN_KEYS", "MIN_KEYS_PER_TOKEN"):
-        monkeypatch.setattr(gluon_attention, threshold, gluon_attention.BLOCK_N + 1)
+    monkeypatch.setattr(gluon_attention, "MIN_KEYS", gluon_attention.BLOCK_N + 1)
     return gluon_attention
 
 
@@ -253,14 +252,14 @@ def test_gluon_kernel_head_dim_64(kind, shape, granularity, gluon_from_two_key_b
 @pytest.mark.parametrize("granularity", ["head", "token"])
 def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity, gluon_from_two_key_blocks,
                                            monkeypatch):
-    """``fp8_sdpa`` through the Gluon kernel (the caller's query quantized in the kernel, one
-    scale per row) has the numerics of the Triton kernel given the same query: far closer to it
-    than either is to exact attention (one exp2 with the 256 in its argument, other key-block
-    boundaries); every output element written (NaN-poisoned memory before each call)."""
+    """``fp8_sdpa`` through the Gluon kernel (2000 keys: the caller's query quantized in the
+    kernel, one scale per row) has the numerics of the Triton kernel given the same query: far
+    closer to it than either is to exact attention (one exp2 with the 256 in its argument, other
+    key-block boundaries); every output element written (NaN-poisoned memory before each call)."""
     from accel.kernels import ops
 
     g = _cuda_gen()
-    q, k, v = activation_like_qkv(2, 6, 1500, 2100, 128, "activation", layout=layout, dtype=dtype, device="cuda",
+    q, k, v = activation_like_qkv(2, 6, 1500, 2000, 128, "activation", layout=layout, dtype=dtype, device="cuda",
                                   generator=g)
     ref, _ = exact_attention(q, k, v, layout=layout)
     torch.empty(q.numel() * 4, dtype=dtype, device="cuda").fill_(float("nan"))  # poison the allocator's blocks
@@ -280,9 +279,11 @@ def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity
 @pytest.mark.parametrize("granularity", ["head", "token"])
 def test_gluon_kernel_query_paths(granularity, gluon_from_two_key_blocks, monkeypatch):
     """The query quantized in the Gluon kernel (TMA straight from the caller's view, one scale per
-    row) against the two-pass quantization the kernel otherwise reads: both within the bound of
-    exact attention; a view TMA cannot map (rows not on 16 bytes) takes the passes; a NaN query
-    row changes that row alone."""
+    row; up to QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys) against the two-pass quantization the kernel
+    otherwise reads: both within the bound of exact attention; a view TMA cannot map (rows not on
+    16 bytes) takes the passes; a NaN query row changes that row alone."""
+    from accel.kernels import configs
+
     ga = gluon_from_two_key_blocks
     g = _cuda_gen()
     q, k, v = activation_like_qkv(1, 5, 700, 900, 128, "activation", layout="bshd", device="cuda", generator=g)
@@ -292,13 +293,13 @@ def test_gluon_kernel_query_paths(granularity, gluon_from_two_key_blocks, monkey
     assert ga.query_in_kernel_reason(q.transpose(1, 2)) is None
     ref, _ = exact_attention(q, k, v, layout="bshd")
     outs = {}
-    for name, query, in_kernel in (("kernel", q, True), ("passes", q, False), ("view", view, True)):
-        monkeypatch.setattr(ga, "QUANTIZE_Q_IN_KERNEL", in_kernel)
+    for name, query, max_keys in (("kernel", q, 900), ("passes", q, 899), ("view", view, 900)):
+        monkeypatch.setattr(configs, "QUANTIZE_Q_IN_KERNEL_MAX_KEYS", max_keys)
         outs[name] = accel.fp8_sdpa(query, k, v, layout="bshd", granularity=granularity, backend="triton",
                                     strict=True)
         assert rel_l2(outs[name].transpose(1, 2), ref) < BOUNDS[("activation", granularity)], name
     assert torch.equal(outs["passes"], outs["view"])  # the same two passes
-    monkeypatch.setattr(ga, "QUANTIZE_Q_IN_KERNEL", True)
+    monkeypatch.setattr(configs, "QUANTIZE_Q_IN_KERNEL_MAX_KEYS", 900)
     q[0, 123, 2, 5] = float("nan")
     out = accel.fp8_sdpa(q, k, v, layout="bshd", granularity=granularity, backend="triton", strict=True)
     nan_rows = out.isnan().any(dim=-1)

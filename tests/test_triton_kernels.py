@@ -157,13 +157,13 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     monkeypatch.setenv("ACCEL_GLUON", "0")
     assert gluon_reason(dev) == "ACCEL_GLUON=0"
     assert attention_kernel(dev, 128, 4096, "head", False, False, False) == "triton"
-    assert gluon_unsupported_reason(128, 4096, False, False, False, False) is None
-    assert gluon_unsupported_reason(128, 4096, True, False, False, False) is None
-    assert "causal" in gluon_unsupported_reason(128, 4096, False, True, False, False)
-    assert "causal" in gluon_unsupported_reason(128, 4096, False, False, True, False)
-    assert "head dim 64" in gluon_unsupported_reason(64, 4096, False, False, False, False)
-    assert "256 keys" in gluon_unsupported_reason(128, 256, False, False, False, False)
-    assert "2048 keys" in gluon_unsupported_reason(128, 2048, True, False, False, False)
+    assert gluon_unsupported_reason(128, 4096, False, False, False) is None
+    assert gluon_unsupported_reason(128, 512, False, False, False) is None
+    assert "causal" in gluon_unsupported_reason(128, 4096, True, False, False)
+    assert "causal" in gluon_unsupported_reason(128, 4096, False, True, False)
+    assert "smooth-Q" in gluon_unsupported_reason(128, 4096, False, False, True)
+    assert "head dim 64" in gluon_unsupported_reason(64, 4096, False, False, False)
+    assert "256 keys" in gluon_unsupported_reason(128, 256, False, False, False)
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
 

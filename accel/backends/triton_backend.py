@@ -62,17 +62,17 @@ class TritonBackend(Backend):
 
 
 def _query_in_kernel(kernel: str, call: AttentionCall) -> bool:
-    """Whether ``kernel`` quantizes Q itself (one scale per query row) for this call. The Gluon
-    kernel does wherever TMA can read the query; the Triton kernel per token up to
-    QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys (its main loop is slower with it)."""
-    from accel.kernels import gluon_attention
-    from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS
+    """Whether ``kernel`` quantizes Q itself (one scale per query row) for this call: up to
+    QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys (the kernels' main loops are slower with it), the Gluon
+    kernel wherever TMA can read the query, the Triton kernel per token."""
+    from accel.kernels import configs
+    from accel.kernels.gluon_attention import query_in_kernel_reason
 
-    if call.smooth_q:  # Q's mean must come off before quantizing: a pass over Q anyway
-        return False
+    if call.smooth_q or call.key.shape[2] > configs.QUANTIZE_Q_IN_KERNEL_MAX_KEYS:
+        return False  # smooth-Q: Q's mean comes off before quantizing, a pass over Q anyway
     if kernel == "gluon":
-        return gluon_attention.QUANTIZE_Q_IN_KERNEL and gluon_attention.query_in_kernel_reason(call.query) is None
-    return call.granularity == "token" and call.key.shape[2] <= QUANTIZE_Q_IN_KERNEL_MAX_KEYS
+        return query_in_kernel_reason(call.query) is None
+    return call.granularity == "token"
 
 
 def _kernel(call: AttentionCall) -> str:

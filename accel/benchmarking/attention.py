@@ -90,20 +90,17 @@ def fp8_token_with_q_pass():
     return None, lambda q, k, v: run(*prepare(q, k, v))
 
 
-def fp8_gluon_variant(granularity, **settings):
-    """The whole call with the Gluon kernel's module settings changed for its duration (A/B in one
-    process): ``QUANTIZE_Q_IN_KERNEL=False``, Q by its own two passes as before the kernel
-    quantized it (benchmarks/NOTES.md 43); ``MIN_KEYS_PER_TOKEN=129``, the Gluon kernel at every
-    key count it can serve."""
-    from accel.kernels import gluon_attention
-
+def fp8_with(granularity, module, **settings):
+    """The whole call with ``module``'s settings changed for its duration (A/B in one process):
+    ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
+    count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43)."""
     def run(q, k, v):
-        saved = {name: getattr(gluon_attention, name) for name in settings}
-        vars(gluon_attention).update(settings)
+        saved = {name: getattr(module, name) for name in settings}
+        vars(module).update(settings)
         try:
             return accel.fp8_sdpa(q, k, v, layout="bshd", backend="triton", granularity=granularity, strict=True)
         finally:
-            vars(gluon_attention).update(saved)
+            vars(module).update(saved)
     return run
 
 
@@ -124,6 +121,8 @@ def fa3_fp8_kernel_only():
 
 def methods():
     """name -> (prepare or None, run). ``prepare`` maps bf16 inputs to the run's arguments untimed."""
+    from accel.kernels import configs, gluon_attention
+
     m = {
         "sdpa-flash-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.FLASH_ATTENTION)),
         "sdpa-cudnn-bf16": (None, sdpa_bf16(torch.nn.attention.SDPBackend.CUDNN_ATTENTION)),
@@ -132,9 +131,9 @@ def methods():
         "accel-head-triton-kernel": fp8_head_triton_kernel(),
         "accel-triton-token": (None, fp8("triton", "token")),
         "accel-token-q-pass": fp8_token_with_q_pass(),
-        "accel-head-q-passes": (None, fp8_gluon_variant("head", QUANTIZE_Q_IN_KERNEL=False)),
-        "accel-token-q-passes": (None, fp8_gluon_variant("token", QUANTIZE_Q_IN_KERNEL=False)),
-        "accel-token-gluon-all-keys": (None, fp8_gluon_variant("token", MIN_KEYS_PER_TOKEN=129)),
+        "accel-head-q-passes": (None, fp8_with("head", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
+        "accel-token-q-passes": (None, fp8_with("token", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
+        "accel-token-triton-kernel": (None, fp8_with("token", gluon_attention, MIN_KEYS=1 << 62)),
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
         "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
         "accel-token-hadamard": (None, fp8("triton", "token", hadamard=True)),
