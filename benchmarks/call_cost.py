@@ -25,6 +25,7 @@ def main(argv=None) -> None:
     p.add_argument("--granularity", default="both", choices=["head", "token", "both"])
     p.add_argument("--backend", default="triton")
     p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--cudnn", action="store_true", help="also cuDNN bf16 SDPA's GPU busy time, the yardstick")
     args = p.parse_args(argv)
     heads, sq, skv, d = (int(x) for x in args.shape.split("x"))
     q, k, v = activation_like_qkv(1, heads, sq, skv, d, layout="bshd", device="cuda")
@@ -58,6 +59,17 @@ def main(argv=None) -> None:
         print("  host, self time per call (profiled, so inflated):")
         for e in cpu[:12]:
             print(f"    {e.self_cpu_time_total / 20 / 1e3:8.4f} ms  {e.count / 20:5.1f}x  {e.key[:80]}")
+    if args.cudnn:  # what a model's GPU spends on the same attention in bf16 (host time aside)
+        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.CUDNN_ATTENTION):
+            for _ in range(20):
+                torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                for _ in range(20):
+                    torch.nn.functional.scaled_dot_product_attention(qt, kt, vt)
+                torch.cuda.synchronize()
+        print(f"{args.shape} cuDNN bf16: GPU busy {gpu_busy(prof) / 20:.3f} ms/call")
 
 
 def _kernel_intervals(prof) -> list[tuple[float, float]]:

@@ -304,7 +304,6 @@ def test_gluon_kernel_query_paths(granularity, gluon_from_two_key_blocks, monkey
     out = accel.fp8_sdpa(q, k, v, layout="bshd", granularity=granularity, backend="triton", strict=True)
     nan_rows = out.isnan().any(dim=-1)
     assert nan_rows[0, 123, 2] and nan_rows.sum() == 1
-    nan_rows[0, 123, 2] = False
     assert torch.equal(out[~nan_rows], outs["kernel"][~nan_rows])  # K and V's quantization, other rows' own scales
 
 
