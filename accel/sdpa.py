@@ -48,9 +48,10 @@ def fp8_sdpa(
         is_causal: causal mask, top-left aligned like ``torch.nn.functional.scaled_dot_product_attention``.
         scale: softmax scale; default ``1 / sqrt(head_dim)``.
         granularity: ``"head"``: one scale per (batch, head) for each of Q, K, V (FlashAttention-3's
-            contract; where our Hopper kernel quantizes Q itself, Q gets one per token instead:
-            as accurate, and no pass over Q of its own). ``"token"``: one per (batch, head, token) for Q and K and one
-            per (batch, head, channel) for V; more accurate on outlier-heavy activations.
+            contract; where our Hopper kernel quantizes Q itself, up to 2048 keys, Q gets one per
+            token instead: as accurate, and no pass over Q of its own). ``"token"``: one per
+            (batch, head, token) for Q and K and one per (batch, head, channel) for V; more
+            accurate on outlier-heavy activations.
         smooth_k: subtract K's per-(batch, head) channel mean before quantizing. Exact (it shifts
             each query row's scores by a constant) and much more accurate when K has a channel
             offset, as diffusion transformers' keys do.

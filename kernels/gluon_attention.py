@@ -26,9 +26,10 @@ tried around it). The results differ from the Triton kernel's by fp32 rounding o
 argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
-Q8 and K8 (B, H, S, D) contiguous e4m3 (or Q as the caller's (B, H, S, D) view, 16-byte rows); V^T (B, H, D, S_blocks) with S_blocks = Skv rounded
-up to 128, keys right-aligned (the first S_blocks - Skv columns zero) and, within each 32-key
-chunk, in the order the P operand holds them in registers (:func:`mma_key_order`). Key block 0
+Q8 and K8 (B, H, S, D) contiguous e4m3 (or Q as the caller's (B, H, S, D) view, 16-byte rows);
+V^T (B, H, D, S_blocks) with S_blocks = Skv rounded up to 128, keys right-aligned (the first
+S_blocks - Skv columns zero) and, within each 32-key chunk, in the order the P operand holds them
+in registers (:func:`mma_key_order`). Key block 0
 therefore starts S_blocks - Skv keys before the first key and is the only one masked; Q rows past
 Sq are computed from whatever lies there and never stored.
 
@@ -64,7 +65,8 @@ except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason(
     gluon = _NoGluon()
 
 LOG2E = math.log2(math.e)
-_AMAX_EPS = gl.constexpr(AMAX_EPS) if _IMPORT_ERROR is None else AMAX_EPS  # jit functions read globals as constexpr
+# Jit functions read globals only as constexpr.
+_AMAX_EPS = gl.constexpr(AMAX_EPS) if _IMPORT_ERROR is None else AMAX_EPS
 _E4M3_MAX = gl.constexpr(E4M3_MAX) if _IMPORT_ERROR is None else E4M3_MAX
 BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
 #: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
@@ -157,8 +159,9 @@ def _quantize_rows(src, dst, num_warps: gl.constexpr):
     over Q, and the scores' row scale rides on the exp2's FFMA like a per-token query's. Costs
     (H200, NOTES 43): ~1.6 us a tile, on the tensor cores' path, and per head 3-6% more in long
     rows (the likely cause: the main loop's FFMAs read the scale from a regular register instead
-    of a uniform one): a win up to ~2048 keys, a loss from 8192 (QUANTIZE_Q_IN_KERNEL_MAX_KEYS). A 2-warp quantizer partition a tile ahead (commit 09f2a85)
-    measured slower still: 40 registers, and its consumers capped at 232."""
+    of a uniform one): a win up to ~2048 keys, a loss from 8192 (QUANTIZE_Q_IN_KERNEL_MAX_KEYS).
+    A 2-warp quantizer partition a tile ahead (commit 09f2a85) measured slower still: 40
+    registers, and its consumers capped at 232."""
     M: gl.constexpr = src.type.shape[0]
     D: gl.constexpr = src.type.shape[1]
     # A warp owns 16 whole rows (the wgmma layout's rows of that warp) as 4 rows x 8 threads x 8
@@ -563,7 +566,8 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         assert query_in_kernel_reason(q) is None, query_in_kernel_reason(q)
         q_descale = k_descale  # unread: any real tensor
     elif per_token:
-        assert q_descale.shape == (B, H, Sq) and q_descale.stride(2) == 1 and q_descale.stride(0) == H * q_descale.stride(1)
+        assert q_descale.shape == (B, H, Sq) and q_descale.stride(2) == 1
+        assert q_descale.stride(0) == H * q_descale.stride(1)
     else:
         assert q_descale.numel() == B * H
     if per_token:
