@@ -263,7 +263,8 @@ def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity
                                   generator=g)
     ref, _ = exact_attention(q, k, v, layout=layout)
     torch.empty(q.numel() * 4, dtype=dtype, device="cuda").fill_(float("nan"))  # poison the allocator's blocks
-    gluon = accel.fp8_sdpa(q, k, v, layout=layout, granularity=granularity, smooth_v=smooth_v, strict=True)
+    gluon = accel.fp8_sdpa(q, k, v, layout=layout, granularity=granularity, smooth_v=smooth_v, backend="triton",
+                           strict=True)  # "auto" would take FA3 per head where it is installed
     assert gluon.dtype == dtype and gluon.isfinite().all()
     qv, kv, vv = (t.transpose(1, 2) for t in (q, k, v)) if layout == "bshd" else (q, k, v)
     k8, v8t, kd, vd, v_mean = ops.quantize_kv(kv, vv, granularity, True, smooth_v, True)
@@ -271,7 +272,7 @@ def test_gluon_kernel_matches_triton_kernel(layout, dtype, smooth_v, granularity
     if layout == "bshd":  # the reference is bhsd
         gluon, triton = gluon.transpose(1, 2), triton.transpose(1, 2)
     err_triton = rel_l2(triton, ref)
-    assert rel_l2(gluon, triton) < 0.5 * err_triton
+    assert rel_l2(gluon, triton) < 0.2 * err_triton  # H200, 12 draws without smooth-V: 0.002-0.007 of it
     assert abs(rel_l2(gluon, ref) - err_triton) < 0.1 * err_triton
 
 
