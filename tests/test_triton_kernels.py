@@ -213,6 +213,35 @@ def test_gluon_descriptors_from_checked_fields_match_triton_s():
         ga._rows_desc(misaligned, (ga.BLOCK_N, 128), layout)
 
 
+def test_gluon_query_maps_the_callers_view():
+    """The query the Gluon kernel quantizes itself is read by TMA straight from the caller's
+    (B, H, S, D) view: diffusers' (B, S, H, D) memory and torch's (B, H, S, D) both map, with the
+    fields Triton's own descriptor of that view has; views TMA cannot read (rows off 16 bytes,
+    channels not contiguous, fp8) are named."""
+    from accel.kernels import gluon_attention as ga
+
+    if ga._IMPORT_ERROR is not None:
+        pytest.skip(f"no Gluon API here: {ga._IMPORT_ERROR!r}")
+
+    def fields(desc):
+        return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in vars(desc).items() if k != "base"}
+
+    box = (1, 1, ga.BLOCK_M // 2, 128)
+    for dtype in (torch.bfloat16, torch.float16):
+        layout = ga._query_layout(128, dtype)
+        bshd = torch.empty(2, 300, 5, 128, dtype=dtype, device=DEVICE).transpose(1, 2)
+        bhsd = torch.empty(2, 5, 300, 128, dtype=dtype, device=DEVICE)
+        for q in (bshd, bhsd):
+            assert ga.query_in_kernel_reason(q) is None
+            desc = ga._desc(q, tuple(q.shape), tuple(q.stride()), box, layout)
+            ref = ga.TensorDescriptor(q, list(q.shape), list(q.stride()), list(box), layout)
+            assert desc.base is q and fields(desc) == fields(ref)
+    wide = torch.empty(1, 300, 5, 136, dtype=torch.bfloat16, device=DEVICE)
+    assert "strides" in ga.query_in_kernel_reason(wide[..., 1:129].transpose(1, 2))  # rows start 2 bytes in
+    assert "strides" in ga.query_in_kernel_reason(wide[..., :128].transpose(1, 3).transpose(2, 3))
+    assert "dtype" in ga.query_in_kernel_reason(bhsd.to(torch.float8_e4m3fn))
+
+
 def test_ops_run_their_body_directly_only_when_nothing_must_see_the_op():
     """Eager calls on plain tensors skip torch's dispatcher (host time); autograd-recording and
     fake-tensor calls go through the custom op; both give the same tensors."""
