@@ -13,6 +13,8 @@ loop is rotated). "wait0" right before the ex2s, or a ptxas "serialized" warning
 overlap is lost. bar.sync/128: one consumer warpgroup meets before an mbarrier arrive.
 Kernel-only times: every kernel reads the same pre-quantized Q8 and K8 (K smoothed) of its
 granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of both granularities.
+Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
+tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -211,8 +213,8 @@ def compile_only(head_dim: int) -> None:
                                             (False, False, True), (True, False, True)):
         k = compile_for_hopper(head_dim, has_mean, per_token, quantize_q)
         regs, stack = resources(k)
-        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean} QUANTIZE_Q={quantize_q}: regs {regs}  stack {stack} B  "
-              f"shared {k.metadata.shared} B")
+        print(f"\n=== PER_TOKEN={per_token} HAS_V_MEAN={has_mean} QUANTIZE_Q={quantize_q}: regs {regs}  "
+              f"stack {stack} B  shared {k.metadata.shared} B")
         ptx = k.asm["ptx"]
         setmax = sorted(set(re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)))
         print("setmaxnreg:", ", ".join(f"{d} {n}" for d, n in setmax) or "none")
@@ -236,6 +238,7 @@ def gpu_run(shapes, records: list) -> None:
     from accel.kernels import ops
     from accel.kernels.attention import launch_attention
     from accel.kernels.quantize import QuantizeJob, quantize_many
+    from tune_quantize import kernel_times  # benchmarks/
     from accel.testing import activation_like_qkv, exact_attention, rel_l2
 
     reason = ga.gluon_unavailable_reason(torch.device("cuda"))
@@ -302,10 +305,11 @@ def gpu_run(shapes, records: list) -> None:
             records.append(rec)
             print(f"{tag:<24} {name:<15} rel. L2 {err:.4f}  NaN rows {unwritten}  {ms[name]:8.3f} ms "
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
-        for g in ("head", "token"):  # Q's own two passes (statistics, cast), which -qin does in the kernel
-            ms[f"q-passes-{g}"] = bench(lambda: quantize_many([QuantizeJob(q_bshd, g)]))
+        for g in ("head", "token"):  # Q's own passes, which -qin does in the kernel: GPU time (a
+            # lone quantize_many call is host-bound, and do_bench would time the host)
+            ms[f"q-passes-{g}"] = sum(kernel_times(lambda x: quantize_many([QuantizeJob(x, g)]), [(q_bshd,)]).values())
             records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
-            print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms", flush=True)
+            print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
                                                                                   "fa3-fp8") if n in ms)
