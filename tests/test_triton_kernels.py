@@ -547,6 +547,29 @@ def test_query_quantized_in_the_kernel_against_keys_per_head(shape):
         assert torch.allclose(lse, ref_lse, rtol=3e-3)
 
 
+def test_which_calls_hand_the_kernel_their_query():
+    """Up to QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys the attention kernel quantizes Q itself: the Gluon
+    kernel at both granularities where TMA can read the query, the Triton kernel per token; never
+    with smooth-Q (Q's mean comes off first)."""
+    from accel.backends.base import AttentionCall
+    from accel.backends.triton_backend import _query_in_kernel
+    from accel.kernels.configs import QUANTIZE_Q_IN_KERNEL_MAX_KEYS as max_keys
+
+    def call(keys, granularity="head", smooth_q=False, query=None):
+        q = torch.empty(1, 300, 4, 128, dtype=torch.bfloat16).transpose(1, 2) if query is None else query
+        kv = torch.empty(1, 4, keys, 128, dtype=torch.bfloat16)
+        return AttentionCall(q, kv, kv, False, 0.1, "bshd", granularity, True, False, False, smooth_q)
+
+    for granularity in ("head", "token"):
+        assert _query_in_kernel("gluon", call(max_keys, granularity))
+        assert not _query_in_kernel("gluon", call(max_keys + 1, granularity))
+        assert not _query_in_kernel("gluon", call(512, granularity, smooth_q=True))
+    odd_rows = torch.empty(1, 300, 4, 136, dtype=torch.bfloat16)[..., 1:129].transpose(1, 2)
+    assert not _query_in_kernel("gluon", call(512, query=odd_rows))
+    assert _query_in_kernel("triton", call(512, "token")) and not _query_in_kernel("triton", call(512, "head"))
+    assert not _query_in_kernel("triton", call(max_keys + 1, "token"))
+
+
 def test_both_query_paths_through_fp8_sdpa(monkeypatch):
     """Per-token calls up to QUANTIZE_Q_IN_KERNEL_MAX_KEYS keys quantize Q in the attention
     kernel, longer ones in the quantization pass: the same numerics either way."""
