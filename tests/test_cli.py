@@ -39,6 +39,24 @@ def test_console_entry_point_runs():
     assert "backends:" in result.stdout
 
 
+def test_a_checkout_on_sys_path_leaves_hugging_face_kernels_its_name():
+    """Run from the repository root, Python finds our kernels/ folder as a top-level ``kernels``
+    package; where Hugging Face's ``kernels`` is installed (transformers and diffusers import it),
+    that name must still be theirs, and ``accel.kernels`` ours."""
+    import importlib.machinery
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != root]
+    theirs = importlib.machinery.PathFinder.find_spec("kernels", elsewhere)
+    probe = "import kernels, accel.kernels; print(kernels.__file__); print(accel.kernels.__file__)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stderr
+    top_level, ours = (Path(line).resolve() for line in result.stdout.split())
+    assert ours == root / "kernels" / "__init__.py"
+    assert top_level == (Path(theirs.origin).resolve() if theirs is not None else ours)
+
+
 def test_bench_pipeline_on_tiny_configs(tmp_path, capsys):
     out = tmp_path / "pipeline.json"
     assert main(["bench", "pipeline", "--configs", "tiny-wan,tiny-flux", "--repeats", "1", "--json", str(out)]) == 0
