@@ -51,7 +51,7 @@ INTERPRETER_CONFIG = AttentionConfig(32, 32, 4, 1)
 #: the passes: the in-kernel variants' main loops are slower (H200: Triton kernel, whole call,
 #: +11% at 12x32760 with 512 keys, -8% at 24x8192, -2% at 12x32760, NOTES 17; Gluon kernel per
 #: head, kernel plus Q's passes against the kernel quantizing Q, 1.3-2.2x at 512-2048 keys,
-#: 0.95-1.0x from 8192: its scores' scale leaves the uniform registers, NOTES 43).
+#: 0.95-1.0x from 8192, where a per-row scale costs its main loop 3-6%, NOTES 43).
 QUANTIZE_Q_IN_KERNEL_MAX_KEYS = 2048
 
 #: Best per-kernel GPU times over 24x8192, 12x32760 and 40x75600 (H200, benchmarks/NOTES.md 10,

@@ -211,11 +211,12 @@ def fp8_attention(
     """FP8 attention on quantized inputs. ``q8`` may instead be the bf16/fp16 (B, H, Sq, D) query
     itself: the kernel quantizes it with one scale per row, whatever K's granularity
     (``q_descale`` is then unread: any tensor, e.g. ``k_descale``; the Gluon kernel needs
-    :func:`accel.kernels.gluon_attention.query_in_kernel_reason` None). Returns ``(out, lse)``: out in ``layout`` and
-    ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty tensor. A non-empty
+    :func:`accel.kernels.gluon_attention.query_in_kernel_reason` None). Returns ``(out, lse)``:
+    out in ``layout`` and ``out_dtype``; lse (B, H, Sq) fp32 when ``return_lse``, else an empty
+    tensor. A non-empty
     ``v_mean`` (B, H, Dp) is added to the output (V was smoothed: softmax rows sum to 1); a
     non-empty ``k_bias`` (B, H, Skv), in unscaled score units, to each key's scores (smooth-Q).
-    ``kernel``: "triton", or "gluon" (Hopper; per-head scales, no causal mask, LSE or key bias;
+    ``kernel``: "triton", or "gluon" (Hopper; per-head or per-token scales, no causal mask, LSE or key bias;
     V^T quantized with ``key_order="mma"``: :func:`accel.kernels.dispatch.attention_kernel`)."""
     out = _new_output(q8, head_dim, out_dtype, layout)
     B, H, Sq, _ = q8.shape

@@ -94,11 +94,13 @@ def fp8_with(granularity, module, **settings):
     """The whole call with ``module``'s settings changed for its duration (A/B in one process):
     ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
     count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43)."""
+    call = fp8("triton", granularity)
+
     def run(q, k, v):
         saved = {name: getattr(module, name) for name in settings}
         vars(module).update(settings)
         try:
-            return accel.fp8_sdpa(q, k, v, layout="bshd", backend="triton", granularity=granularity, strict=True)
+            return call(q, k, v)
         finally:
             vars(module).update(saved)
     return run
