@@ -170,9 +170,10 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
 
     fn = ga._gluon_attention_kernel
     names = fn.arg_names
-    q_box = (1, 1, ga.BLOCK_M // 2, head_dim)
+    q_box = (1, 1, ga.WG_M, head_dim)
+    wg = ga.WARP_GROUPS[head_dim]
     signature = {"q_desc": desc(q_box, ga._query_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
-                 else desc((ga.BLOCK_M // 2, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
+                 else desc((ga.WG_M, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
                  "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
                  # per token the K descales' TMA map; per head the launch passes K's map again
                  "kd_desc": f"tensordesc<fp32[1, {ga.BLOCK_N}],{kdl!r}>" if per_token
@@ -181,15 +182,16 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
-                                             "num_warps")}}
+                                             "CONSUMERS", "CONSUMER_REGS", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
-                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("num_warps"),): 4}
+                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
+                  (names.index("CONSUMER_REGS"),): wg.consumer_regs, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=ga.MAXNREG))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=wg.maxnreg))
 
 
 def loop_histogram(sass: str) -> collections.Counter:
@@ -208,7 +210,7 @@ def loop_histogram(sass: str) -> collections.Counter:
 def compile_only(head_dim: int) -> None:
     from kernel_resources import cuobjdump, resources  # benchmarks/: cuobjdump's registers, stack, SASS
 
-    print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, maxnreg {ga.MAXNREG}")
+    print(f"triton {triton.__version__}, sm_90, D = {head_dim}, {ga.NUM_STAGES} stages, {ga.WARP_GROUPS[head_dim]}")
     for per_token, has_mean, quantize_q in ((False, False, False), (False, True, False), (True, False, False),
                                             (False, False, True), (True, False, True)):
         k = compile_for_hopper(head_dim, has_mean, per_token, quantize_q)
@@ -229,6 +231,22 @@ def compile_only(head_dim: int) -> None:
         hist = loop_histogram(sass)
         print(f"SASS instructions per key block and thread: {sum(hist.values())}:",
               ", ".join(f"{op} {n}" for op, n in hist.most_common(12)))
+
+
+#: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
+TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
+
+
+def with_warp_groups(head_dim: int, warp_groups, run):
+    """``run`` with the kernel's warp split at ``head_dim`` swapped for ``warp_groups``."""
+    def swapped():
+        kept = ga.WARP_GROUPS[head_dim]
+        ga.WARP_GROUPS[head_dim] = warp_groups
+        try:
+            return run()
+        finally:
+            ga.WARP_GROUPS[head_dim] = kept
+    return swapped
 
 
 def gpu_run(shapes, records: list) -> None:
@@ -269,6 +287,8 @@ def gpu_run(shapes, records: list) -> None:
         if tag == "head":  # the grid's two shapes (gluon_attention.persistent_grid)
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
                                                                           d ** -0.5, persistent=False)
+        if d == 64:  # two consumer warpgroups (128-row tiles) against WARP_GROUPS[64]'s three
+            runs[f"gluon-{tag}-2wg"] = with_warp_groups(d, TWO_CONSUMERS, runs[f"gluon-{tag}"])
         return runs
 
     for heads, sq, skv, d in shapes:
@@ -312,7 +332,7 @@ def gpu_run(shapes, records: list) -> None:
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
-                                                                                  "fa3-fp8") if n in ms)
+                                                                                  f"gluon-{g}-2wg", "fa3-fp8") if n in ms)
             q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
             ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"
             next(r for r in records[-len(runs) - 2:] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios

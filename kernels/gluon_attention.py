@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -68,7 +69,7 @@ LOG2E = math.log2(math.e)
 # Jit functions read globals only as constexpr.
 _AMAX_EPS = gl.constexpr(AMAX_EPS) if _IMPORT_ERROR is None else AMAX_EPS
 _E4M3_MAX = gl.constexpr(E4M3_MAX) if _IMPORT_ERROR is None else E4M3_MAX
-BLOCK_M = 128  # query rows per CTA: two consumer warpgroups of 64
+WG_M = 64  # query rows per consumer warpgroup
 #: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
 #: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
 BLOCK_N = MMA_KEY_BLOCK
@@ -89,9 +90,24 @@ PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
-# Registers per thread of the 12 warps at launch: 168 * 384 threads = 64512; setmaxnreg then gives
-# the producer's warpgroup 24 and each consumer warpgroup 240, as FA3 does.
-MAXNREG = 168
+
+
+class WarpGroups(NamedTuple):
+    """How a CTA's warps and registers are split (setmaxnreg moves registers between warpgroups)."""
+
+    consumers: int  # consumer warpgroups: 64 query rows each
+    consumer_regs: int  # registers per thread of a consumer warpgroup
+    maxnreg: int  # registers per thread at launch, across every warp
+
+    @property
+    def block_m(self) -> int:
+        return WG_M * self.consumers
+
+
+#: D = 128: 12 warps at 168 registers (384 x 168 = 64512), then the producer's warpgroup 24 and
+#: each consumer 240, as FA3 does. D = 64: three consumers (192-row tiles, FA3's at D <= 64):
+#: 16 warps at 128, then 24 and 160 (3 x 128 x 160 + 128 x 24 = 64512).
+WARP_GROUPS = {128: WarpGroups(2, 240, 168), 64: WarpGroups(3, 160, 128)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,9 +115,9 @@ MAXNREG = 168
 # ring; it runs ahead across tiles, so the next tile's Q and first blocks land during this one.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
-              v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN: gl.constexpr,
-              QUANTIZE_Q: gl.constexpr):
+def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr):
+    (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
+     v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad) = args
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]  # Q tiles: (64, D), or (1, 1, 64, D) from the caller's view
@@ -113,17 +129,14 @@ def _producer(q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs
         # Empty barriers start with their "previous phase" complete, so the first lap (parity 1)
         # does not block.
         mbarrier.wait(q_empty.index(qb), ((i // 2) & 1) ^ 1)
-        mbarrier.expect(q_ready.index(qb), 2 * q_desc.block_type.nbytes)  # one 64-row tile per consumer
-        if QUANTIZE_Q:  # the caller's (B, H, Sq, D) view; rows past Sq arrive as zeros
-            q_row = (t % n_m) * 2 * WG_M
-            tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, q_row, 0], q_ready.index(qb),
-                                            q_bufs.index(2 * qb))
-            tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, q_row + WG_M, 0], q_ready.index(qb),
-                                            q_bufs.index(2 * qb + 1))
-        else:
-            q_row = bh * Sq + (t % n_m) * 2 * WG_M
-            tma.async_copy_global_to_shared(q_desc, [q_row, 0], q_ready.index(qb), q_bufs.index(2 * qb))
-            tma.async_copy_global_to_shared(q_desc, [q_row + WG_M, 0], q_ready.index(qb), q_bufs.index(2 * qb + 1))
+        mbarrier.expect(q_ready.index(qb), CONSUMERS * q_desc.block_type.nbytes)  # one 64-row slab per consumer
+        for c in gl.static_range(CONSUMERS):
+            if QUANTIZE_Q:  # the caller's (B, H, Sq, D) view; rows past Sq arrive as zeros
+                tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, ((t % n_m) * CONSUMERS + c) * WG_M, 0],
+                                                q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
+            else:
+                tma.async_copy_global_to_shared(q_desc, [bh * Sq + ((t % n_m) * CONSUMERS + c) * WG_M, 0],
+                                                q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
         kv_row = bh * Skv - key_pad
         for j in range(n_blocks):
             g = i * n_blocks + j
@@ -247,14 +260,16 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 
 
 @gluon.jit
-def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
-              out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
-              n_tiles, n_blocks, key_pad, sm_scale_log2, WG: gl.constexpr, HAS_V_MEAN: gl.constexpr,
-              PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, num_warps: gl.constexpr):
-    """One warpgroup: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
+def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
+              CONSUMERS: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
+    """Consumer WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
     every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
-    into its own e4m3 buffer ``q8_bufs[WG]``."""
+    into its own e4m3 buffer ``q8_bufs[WG]``. ``args``: the kernel's buffers, barriers and runtime
+    scalars, unpacked below."""
+    (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
+     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks,
+     key_pad, sm_scale_log2) = args
     TILE_M: gl.constexpr = q8_bufs.type.shape[1]
     HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
     ROW_SCALES: gl.constexpr = PER_TOKEN or QUANTIZE_Q  # qk_scale: one per query row
@@ -279,13 +294,13 @@ def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_rea
     i = 0  # this CTA's tiles so far (as the producer counts them)
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
         bh = t // n_m
-        row0 = (t % n_m) * 2 * TILE_M + WG * TILE_M  # this warpgroup's first query row
+        row0 = ((t % n_m) * CONSUMERS + WG) * TILE_M  # this warpgroup's first query row
         qb = i % 2
         base = i * n_blocks  # key block 0's number across the CTA's tiles
         if QUANTIZE_Q:  # rows past Sq arrived as zeros: descale 1
             q_smem = q8_bufs.index(WG)  # free: the previous tile's wgmmas have all retired
             mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
-            src = q_bufs.index(2 * qb + WG)
+            src = q_bufs.index(CONSUMERS * qb + WG)
             q_descale = _quantize_rows(src.reshape([TILE_M, HEAD_DIM]), q_smem, num_warps)
             mbarrier.arrive(q_empty.index(qb), count=1)  # the slab is read: the producer may refill it
             if PER_TOKEN:
@@ -293,7 +308,7 @@ def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_rea
             else:  # the Triton kernel's order of fp32 products
                 qk_scale = gl.convert_layout(q_descale, row_s) * (sm_scale_log2 * gl.load(k_descale_ptr + bh))
         else:
-            q_smem = q_bufs.index(2 * qb + WG)
+            q_smem = q_bufs.index(CONSUMERS * qb + WG)
             if PER_TOKEN:  # one query descale per row, folded into the exp2's scale; rows past Sq: 1
                 rows = row0 + gl.arange(0, TILE_M, layout=row_s)
                 qk_scale = gl.load(q_descale_ptr + bh.to(gl.int64) * sqd_bh + rows, mask=rows < Sq, other=1.0)
@@ -365,8 +380,9 @@ def _consumer(q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_rea
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-                            Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
-    """Persistent: grid (min(tiles, SMs),), tile t = 128 query rows t % n_m of head t // n_m (a
+                            Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
+                            CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+    """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head t // n_m (a
     wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
     stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
@@ -374,24 +390,25 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. QUANTIZE_Q: q_desc maps the
     caller's bf16/fp16 (B, H, Sq, D) view in (1, 1, 64, D) boxes instead, q_descale_ptr is
     unread, and the consumers quantize each row (Q8_LAYOUT: their e4m3 buffers' layout).
-    num_warps = 4: the default partition is consumer warpgroup 0."""
+    num_warps = 4: the default partition is consumer warpgroup 0; CONSUMER_REGS: the registers
+    setmaxnreg gives each consumer warpgroup."""
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]
     HEAD_DIM: gl.constexpr = q_desc.block_type.shape[-1]
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
-    gl.static_assert(2 * WG_M == 128)
+    gl.static_assert(WG_M == 64)
     gl.static_assert(vt_desc.block_type.shape[0] == HEAD_DIM)
     gl.static_assert(vt_desc.block_type.shape[1] == TILE_N)
 
-    n_m = gl.cdiv(Sq, 2 * WG_M)
+    n_m = gl.cdiv(Sq, CONSUMERS * WG_M)
     n_tiles = n_m * BH
     n_blocks = gl.cdiv(Skv, TILE_N)
     key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
 
     # Shared memory at D = 128: Q 2 tiles x 2 x 8 KB (QUANTIZE_Q: 2 x 2 x 16 KB of bf16, and 2 x
-    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)).
-    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [4] + q_desc.block_type.shape, q_desc.layout)
+    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)); at D = 64 half, x 3/2 for Q.
+    q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2 * CONSUMERS] + q_desc.block_type.shape, q_desc.layout)
     if QUANTIZE_Q:
-        q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [2, WG_M, HEAD_DIM], Q8_LAYOUT)
+        q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [CONSUMERS, WG_M, HEAD_DIM], Q8_LAYOUT)
     else:
         q8_bufs = q_bufs  # unread: the consumers take their e4m3 Q from q_bufs
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
@@ -408,33 +425,36 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
-    # elected thread after a bar.sync of its partition, so each consumer arrives once: count 2.
+    # elected thread after a bar.sync of its partition, so each consumer arrives once.
     for i in gl.static_range(2):
         mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=2)
+        mbarrier.init(q_empty.index(i), count=CONSUMERS)
     for i in gl.static_range(STAGES):
         mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=2)
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)
         mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=2)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
     fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
 
     # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
-    # tensors. Worker warps and registers are literals: consumer warpgroup 1 (4 warps, 240
-    # registers) and the producer (1 warp, 24); the default partition keeps what they leave.
-    gl.warp_specialize([
-        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 0, HAS_V_MEAN, PER_TOKEN,
-                     QUANTIZE_Q, num_warps)),
-        (_consumer, (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-                     v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2, 1, HAS_V_MEAN, PER_TOKEN,
-                     QUANTIZE_Q, num_warps)),
-        (_producer, (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready,
-                     k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, PER_TOKEN,
-                     QUANTIZE_Q)),
-    ], [4, 1], [240, 24])
+    # tensors. Worker warps and registers are literals: the other consumer warpgroups (4 warps,
+    # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what they leave.
+    # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
+    consumer = (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
+                out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq,
+                n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
+    producer = (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
+                v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad)
+    if CONSUMERS == 2:
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 1)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 1], [CONSUMER_REGS, 24])
+    else:
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 1)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 2)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 4, 1],
+                           [CONSUMER_REGS, CONSUMER_REGS, 24])
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,7 +490,7 @@ def gluon_unsupported_reason(head_dim: int, seq_kv: int, is_causal: bool, return
 @functools.lru_cache(maxsize=None)
 def _layouts(head_dim: int):
     fp8 = gl.float8e4nv
-    return (gl.NVMMASharedLayout.get_default_for([BLOCK_M // 2, head_dim], fp8),
+    return (gl.NVMMASharedLayout.get_default_for([WG_M, head_dim], fp8),
             gl.NVMMASharedLayout.get_default_for([BLOCK_N, head_dim], fp8),
             gl.NVMMASharedLayout.get_default_for([head_dim, BLOCK_N], fp8),
             gl.NVMMASharedLayout.get_default_for([1, BLOCK_N], gl.float32))
@@ -479,7 +499,7 @@ def _layouts(head_dim: int):
 @functools.lru_cache(maxsize=None)
 def _query_layout(head_dim: int, dtype: torch.dtype):
     """Shared layout of the (1, 1, 64, D) bf16/fp16 query boxes the kernel quantizes itself."""
-    return gl.NVMMASharedLayout.get_default_for([1, 1, BLOCK_M // 2, head_dim],
+    return gl.NVMMASharedLayout.get_default_for([1, 1, WG_M, head_dim],
                                                 gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
@@ -578,15 +598,16 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     assert k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
     ql, kl, vl, kdl = _layouts(D)
     if quantize_q:
-        q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, BLOCK_M // 2, D), _query_layout(D, q.dtype))
+        q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, WG_M, D), _query_layout(D, q.dtype))
     else:
         assert q.is_contiguous()
-        q_desc = _rows_desc(q, (BLOCK_M // 2, D), ql)
+        q_desc = _rows_desc(q, (WG_M, D), ql)
     k_desc = _rows_desc(k8, (BLOCK_N, D), kl)
     vt_desc = _rows_desc(v8t, (D, BLOCK_N), vl)
     kd_desc, kd_pad = _key_descale_desc(k_descale, kdl) if per_token else (k_desc, 0)
     has_mean = v_mean is not None
-    tiles = -(-Sq // BLOCK_M) * B * H
+    wg = WARP_GROUPS[D]
+    tiles = -(-Sq // wg.block_m) * B * H
     if persistent is None:
         persistent = persistent_grid(Skv)
     _gluon_attention_kernel[(min(tiles, _sm_count(q.device)) if persistent else tiles,)](
@@ -594,4 +615,4 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
-        num_warps=4, maxnreg=MAXNREG)
+        CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, num_warps=4, maxnreg=wg.maxnreg)

@@ -226,7 +226,7 @@ def test_gluon_query_maps_the_callers_view():
     def fields(desc):
         return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in vars(desc).items() if k != "base"}
 
-    box = (1, 1, ga.BLOCK_M // 2, 128)
+    box = (1, 1, ga.WG_M, 128)
     for dtype in (torch.bfloat16, torch.float16):
         layout = ga._query_layout(128, dtype)
         bshd = torch.empty(2, 300, 5, 128, dtype=dtype, device=DEVICE).transpose(1, 2)
