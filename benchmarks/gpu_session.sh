@@ -19,6 +19,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 15   # session 9's final tables and tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 16   # session 9: fixed tests; cross-attention GPU time
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 17   # session 10: three consumer warpgroups at D = 64
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 18   # session 10: 192-key blocks probe; Gluon tests
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|17}"
+stage="${1:?usage: gpu_session.sh 1|2|...|18}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -254,7 +255,8 @@ case "$stage" in
 17)
   # Session 10 (NOTES 44): the Gluon kernel at D = 64 with three consumer warpgroups (192-row
   # tiles, FA3's at D <= 64) against two, FA3 FP8 and the Triton kernel; its tests and session
-  # 9's fixed ones; whole calls at D = 64 through either kernel.
+  # 9's fixed ones; whole calls at D = 64 through either kernel (run as accel-*-gluon-d64 before
+  # D = 64 was dispatched to the Gluon kernel; the A/B is now accel-*-triton-d64).
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
   run tests 150 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
     "gluon or query or keys_per_head"
@@ -262,11 +264,20 @@ case "$stage" in
     --shapes 24x4608x4608x64,24x8192x8192x64,24x16384x16384x64,12x32760x32760x64,40x75600x75600x64
   run attention64 130 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/attention64.json" \
     --shapes 24x4608x4608x64,24x8192x8192x64,24x16384x16384x64,12x32760x32760x64,40x75600x75600x64,12x32760x512x64 \
-    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-head-gluon-d64,accel-triton-token,accel-token-gluon-d64,accel-fa3-head
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-triton-head,accel-head-triton-d64,accel-triton-token,accel-token-triton-d64,accel-fa3-head
   tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   grep -E "speed" "$out/gluon64.log"; tail -n 8 "$out/attention64.log"
   ;;
+18)
+  # Session 10 (NOTES 45): 192-key blocks (128 + 64 sub-blocks) against the product's 128, per
+  # head at D = 128 (benchmarks/gluon_wide_probe.py); then the Gluon tests with D = 64 dispatched.
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run wide 150 python benchmarks/gluon_wide_probe.py
+  run tests 330 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query or keys_per_head or dispatch"
+  grep -E "speed|NaN rows [1-9]" "$out/wide.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 17" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 18" >&2; exit 2 ;;
 esac
 cat "$summary"

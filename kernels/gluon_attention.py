@@ -74,9 +74,10 @@ WG_M = 64  # query rows per consumer warpgroup
 #: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
 BLOCK_N = MMA_KEY_BLOCK
 HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
-#: Head dims dispatched here. At D = 64 the Gluon kernel is correct but no faster than the Triton
-#: kernel (H200, per head 0.88-1.11x, per token 0.84-0.91x; exp-bound: NOTES 33).
-DISPATCHED_HEAD_DIMS = (128,)
+#: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
+#: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
+#: 1.00-1.25x / 1.01-1.30x, 0.90-0.95x FA3 FP8 per head, NOTES 44).
+DISPATCHED_HEAD_DIMS = (64, 128)
 #: Shorter key sequences take the Triton kernel (H200, 12x32760 queries, persistent grid: kernel
 #: only, per head 1.05x the Triton kernel at 512 keys, 1.13x at 1024, NOTES 31-32; whole calls
 #: per token, both kernels quantizing Q themselves, 1.11 / 1.05 / 1.36 / 1.01x at 512 / 1024 /

@@ -234,12 +234,12 @@ def test_gluon_kernel_small_and_tail_shapes(kind, shape, granularity, gluon_from
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("kind", ["gaussian", "activation"])
 @pytest.mark.parametrize("shape", [(3, 257, 257), (2, 300, 4097), (2, 1000, 8192)])
-def test_gluon_kernel_head_dim_64(kind, shape, granularity, gluon_from_two_key_blocks, monkeypatch):
-    """D = 64 (Wan's and FLUX's head dim is 128; other DiTs use 64) through the Gluon kernel,
-    which the dispatch keeps for D = 128 (no faster than the Triton kernel at 64, H200)."""
+def test_gluon_kernel_head_dim_64(kind, shape, granularity, gluon_from_two_key_blocks):
+    """D = 64 (Wan's and FLUX's head dim is 128; other DiTs use 64) through the Gluon kernel's
+    three consumer warpgroups (192-row tiles: query counts off whole tiles, the in-kernel query
+    up to 2048 keys, the prequantized one beyond)."""
     from accel.kernels.dispatch import attention_kernel
 
-    monkeypatch.setattr(gluon_from_two_key_blocks, "DISPATCHED_HEAD_DIMS", (64, 128))
     heads, sq, skv = shape
     assert attention_kernel(torch.device("cuda"), 64, skv, granularity, False, False, False) == "gluon"
     _check("triton", heads, sq, skv, 64, kind, granularity, want_lse=False, rows=min(sq, 512))

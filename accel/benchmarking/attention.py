@@ -94,7 +94,7 @@ def fp8_with(granularity, module, **settings):
     """The whole call with ``module``'s settings changed for its duration (A/B in one process):
     ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
     count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43),
-    or with D = 64 among ``DISPATCHED_HEAD_DIMS``, the Gluon kernel at D = 64 (NOTES 44)."""
+    or with D = 64 left out of ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
     call = fp8("triton", granularity)
 
     def run(q, k, v):
@@ -137,7 +137,7 @@ def methods():
         "accel-head-q-passes": (None, fp8_with("head", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
         "accel-token-q-passes": (None, fp8_with("token", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
         "accel-token-triton-kernel": (None, fp8_with("token", gluon_attention, MIN_KEYS=1 << 62)),
-        **{f"accel-{g}-gluon-d64": (None, fp8_with(g, gluon_attention, DISPATCHED_HEAD_DIMS=(64, 128)))
+        **{f"accel-{g}-triton-d64": (None, fp8_with(g, gluon_attention, DISPATCHED_HEAD_DIMS=(128,)))
            for g in ("head", "token")},
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
         "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
