@@ -162,7 +162,8 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     assert "causal" in gluon_unsupported_reason(128, 4096, True, False, False)
     assert "causal" in gluon_unsupported_reason(128, 4096, False, True, False)
     assert "smooth-Q" in gluon_unsupported_reason(128, 4096, False, False, True)
-    assert "head dim 64" in gluon_unsupported_reason(64, 4096, False, False, False)
+    assert gluon_unsupported_reason(64, 4096, False, False, False) is None
+    assert "head dim 96" in gluon_unsupported_reason(96, 4096, False, False, False)
     assert "256 keys" in gluon_unsupported_reason(128, 256, False, False, False)
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
