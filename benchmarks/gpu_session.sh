@@ -20,6 +20,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 16   # session 9: fixed tests; cross-attention GPU time
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 17   # session 10: three consumer warpgroups at D = 64
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 18   # session 10: 192-key blocks probe; Gluon tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 19   # session 10: the rest of the GPU suite
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -28,7 +29,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|18}"
+stage="${1:?usage: gpu_session.sh 1|2|...|19}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -277,7 +278,15 @@ case "$stage" in
     "gluon or query or keys_per_head or dispatch"
   grep -E "speed|NaN rows [1-9]" "$out/wide.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
+19)
+  # Session 10: the GPU suite's tests stage 18 left out (D = 64 now takes the Gluon kernel
+  # through every path: real shapes, processors, torch.compile).
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
+  run tests 330 python -m pytest -q --durations=5 tests/test_gpu.py tests/test_triton_kernels.py \
+    tests/test_processors.py tests/test_compile.py -k "not (gluon or query or keys_per_head or dispatch)"
+  tail -n 8 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 18" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 19" >&2; exit 2 ;;
 esac
 cat "$summary"
