@@ -55,10 +55,12 @@ def _gluon_status(index: int) -> str:
     """Whether the triton backend's Gluon kernel (FA3's schedule, Hopper) serves this GPU."""
     try:
         from .kernels.dispatch import gluon_reason
+        from .kernels.gluon_attention import DISPATCHED_HEAD_DIMS, MIN_KEYS
     except ImportError as exc:  # no triton: the triton backend's own status says so
         return f"no ({exc})"
     reason = gluon_reason(torch.device("cuda", index))
-    return "yes (D = 128 calls)" if reason is None else f"no ({reason}; the Triton kernel serves)"
+    dims = " and ".join(map(str, DISPATCHED_HEAD_DIMS))
+    return f"yes (D = {dims}, from {MIN_KEYS} keys)" if reason is None else f"no ({reason}; the Triton kernel serves)"
 
 
 def _backend_status(name: str, reason: str | None, gpus: list[dict]) -> str:

@@ -271,7 +271,8 @@ case "$stage" in
   ;;
 18)
   # Session 10 (NOTES 45): 192-key blocks (128 + 64 sub-blocks) against the product's 128, per
-  # head at D = 128 (benchmarks/gluon_wide_probe.py); then the Gluon tests with D = 64 dispatched.
+  # head at D = 128 (benchmarks/gluon_wide_probe.py, removed after: commit 08896d5 has it); then
+  # the Gluon tests with D = 64 dispatched.
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$summary"
   run wide 150 python benchmarks/gluon_wide_probe.py
   run tests 330 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \

@@ -1,5 +1,5 @@
 """Our kernels: the Triton kernel (every granularity, any head dim up to 128, causal or not,
-LSE) and, on Hopper where it applies (D = 128, long key sequences, per-head or per-token scales),
+LSE) and, on Hopper where it applies (D = 64 or 128, from 512 keys, per-head or per-token scales),
 the Gluon kernel with FlashAttention-3's schedule."""
 
 from __future__ import annotations
