@@ -331,8 +331,8 @@ def gpu_run(shapes, records: list) -> None:
             records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
-            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in (f"triton-{g}", f"gluon-{g}-1cta",
-                                                                                  f"gluon-{g}-2wg", "fa3-fp8") if n in ms)
+            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", "fa3-fp8")
+            ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
             q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
             ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"
             next(r for r in records[-len(runs) - 2:] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios

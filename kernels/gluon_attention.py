@@ -6,11 +6,11 @@ lets the kernel schedule its warps itself:
 
 * a 1-warp producer partition streams K and V^T tiles (128 keys; per token also K's descales)
   by TMA into a two-stage ring, each slot with a ready and an empty mbarrier;
-* two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA), so that
-  each waits on its own barriers only;
+* two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA; three at
+  D = 64, 192 rows, as FA3: WARP_GROUPS), so that each waits on its own barriers only;
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
   awaited: block j's exp2s run while P V is on the tensor cores;
-* a persistent grid (one CTA per SM looping over 128-row tiles, Q double-buffered) up to
+* a persistent grid (one CTA per SM looping over tiles, Q double-buffered) up to
   PERSISTENT_MAX_KEYS: the producer loads the next tile while the consumers finish this one;
 * with QUANTIZE_Q the producer loads the caller's bf16/fp16 query rows instead and each consumer
   quantizes its 64 rows in the tile's prologue, one scale per row (calls with few keys: it
@@ -263,8 +263,8 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
               CONSUMERS: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
-    """Consumer WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64) of the tile against
-    every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
+    """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
+    of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
     into its own e4m3 buffer ``q8_bufs[WG]``. ``args``: the kernel's buffers, barriers and runtime
     scalars, unpacked below."""
@@ -383,8 +383,8 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
                             Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                             CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
-    """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head t // n_m (a
-    wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
+    """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
+    t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
     stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
     column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
@@ -439,7 +439,8 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
 
     # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
     # tensors. Worker warps and registers are literals: the other consumer warpgroups (4 warps,
-    # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what they leave.
+    # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what
+    # they leave.
     # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
     consumer = (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                 out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq,

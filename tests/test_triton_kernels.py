@@ -214,6 +214,20 @@ def test_gluon_descriptors_from_checked_fields_match_triton_s():
         ga._rows_desc(misaligned, (ga.BLOCK_N, 128), layout)
 
 
+def test_gluon_warp_groups_fit_the_register_file():
+    """Each head dim's split of warps and registers fits an H100/H200 SM's 64 K registers at
+    launch (every warp at maxnreg; warps come in whole warpgroups) and after setmaxnreg (each
+    consumer warpgroup at its count, the producer's at 24), in setmaxnreg's steps of 8."""
+    from accel.kernels import gluon_attention as ga
+
+    assert set(ga.WARP_GROUPS) == set(ga.HEAD_DIMS)
+    for head_dim, wg in ga.WARP_GROUPS.items():
+        warpgroups = wg.consumers + 1  # the producer's single warp takes a warpgroup's registers
+        assert wg.maxnreg * warpgroups * 128 <= 65536, head_dim
+        assert (wg.consumers * wg.consumer_regs + 24) * 128 <= 65536, head_dim
+        assert wg.consumer_regs % 8 == 0 and wg.maxnreg % 8 == 0 and wg.block_m == 64 * wg.consumers
+
+
 def test_gluon_query_maps_the_callers_view():
     """The query the Gluon kernel quantizes itself is read by TMA straight from the caller's
     (B, H, S, D) view: diffusers' (B, S, H, D) memory and torch's (B, H, S, D) both map, with the
