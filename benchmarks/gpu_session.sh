@@ -21,6 +21,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 17   # session 10: three consumer warpgroups at D = 64
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 18   # session 10: 192-key blocks probe; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 19   # session 10: the rest of the GPU suite
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 20   # session 10: Q in the kernel at long rows, whole calls
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -29,7 +30,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|19}"
+stage="${1:?usage: gpu_session.sh 1|2|...|20}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -287,7 +288,15 @@ case "$stage" in
     tests/test_processors.py tests/test_compile.py -k "not (gluon or query or keys_per_head or dispatch)"
   tail -n 8 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
+20)
+  # Session 10's last call: whole calls with Q quantized in the kernel at every key count
+  # against the default (Q's passes beyond 2048 keys), D = 64 and 128 (NOTES 44's lead).
+  run q-in-kernel 150 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/q-in-kernel.json" \
+    --shapes 24x4608x4608x64,24x8192x8192x64,24x16384x16384x64,24x4608x4608x128,24x8192x8192x128 \
+    --methods accel-triton-head,accel-head-q-in-kernel,accel-triton-token,accel-token-q-in-kernel
+  tail -n 8 "$out/q-in-kernel.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 19" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 20" >&2; exit 2 ;;
 esac
 cat "$summary"

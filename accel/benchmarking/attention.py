@@ -93,7 +93,7 @@ def fp8_token_with_q_pass():
 def fp8_with(granularity, module, **settings):
     """The whole call with ``module``'s settings changed for its duration (A/B in one process):
     ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
-    count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43),
+    count, or raised, Q quantized in the kernel at every key count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43),
     or with D = 64 left out of ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
     call = fp8("triton", granularity)
 
@@ -136,6 +136,8 @@ def methods():
         "accel-token-q-pass": fp8_token_with_q_pass(),
         "accel-head-q-passes": (None, fp8_with("head", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
         "accel-token-q-passes": (None, fp8_with("token", configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0)),
+        **{f"accel-{g}-q-in-kernel": (None, fp8_with(g, configs, QUANTIZE_Q_IN_KERNEL_MAX_KEYS=1 << 62))
+           for g in ("head", "token")},
         "accel-token-triton-kernel": (None, fp8_with("token", gluon_attention, MIN_KEYS=1 << 62)),
         **{f"accel-{g}-triton-d64": (None, fp8_with(g, gluon_attention, DISPATCHED_HEAD_DIMS=(128,)))
            for g in ("head", "token")},
