@@ -93,8 +93,9 @@ def fp8_token_with_q_pass():
 def fp8_with(granularity, module, **settings):
     """The whole call with ``module``'s settings changed for its duration (A/B in one process):
     ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
-    count, or raised, Q quantized in the kernel at every key count; ``gluon_attention`` with ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43),
-    or with D = 64 left out of ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
+    count, or raised, Q quantized in the kernel at every key count; ``gluon_attention`` with
+    ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43), or with D = 64 left out of
+    ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
     call = fp8("triton", granularity)
 
     def run(q, k, v):
