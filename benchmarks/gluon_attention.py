@@ -15,6 +15,7 @@ Kernel-only times: every kernel reads the same pre-quantized Q8 and K8 (K smooth
 granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of both granularities.
 Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
+Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
