@@ -34,7 +34,7 @@ import tempfile
 import torch
 import triton
 
-from accel.benchmarking.attention import parse_shapes
+from accel.benchmarking.attention import parse_shapes, with_settings
 from accel.kernels import gluon_attention as ga
 
 def ptxas_warnings(kernel) -> list[str]:
@@ -238,18 +238,6 @@ def compile_only(head_dim: int) -> None:
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
 
 
-def with_warp_groups(head_dim: int, warp_groups, run):
-    """``run`` with the kernel's warp split at ``head_dim`` swapped for ``warp_groups``."""
-    def swapped():
-        kept = ga.WARP_GROUPS[head_dim]
-        ga.WARP_GROUPS[head_dim] = warp_groups
-        try:
-            return run()
-        finally:
-            ga.WARP_GROUPS[head_dim] = kept
-    return swapped
-
-
 def gpu_run(shapes, records: list) -> None:
     from triton.testing import do_bench
 
@@ -289,7 +277,8 @@ def gpu_run(shapes, records: list) -> None:
             runs[f"gluon-{tag}-1cta"] = lambda: ga.launch_gluon_attention(q8, k8, v8t_mma, qd, kd, vd, out,
                                                                           d ** -0.5, persistent=False)
         if d == 64:  # two consumer warpgroups (128-row tiles) against WARP_GROUPS[64]'s three
-            runs[f"gluon-{tag}-2wg"] = with_warp_groups(d, TWO_CONSUMERS, runs[f"gluon-{tag}"])
+            runs[f"gluon-{tag}-2wg"] = with_settings(ga, runs[f"gluon-{tag}"],
+                                                     WARP_GROUPS={**ga.WARP_GROUPS, d: TWO_CONSUMERS})
         return runs
 
     for heads, sq, skv, d in shapes:

@@ -73,7 +73,6 @@ WG_M = 64  # query rows per consumer warpgroup
 #: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
 #: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
 BLOCK_N = MMA_KEY_BLOCK
-HEAD_DIMS = (64, 128)  # the kernel's; others take the Triton kernel
 #: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
 #: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
 #: 1.00-1.25x / 1.01-1.30x, 0.90-0.95x FA3 FP8 per head, NOTES 44).
@@ -109,6 +108,7 @@ class WarpGroups(NamedTuple):
 #: each consumer 240, as FA3 does. D = 64: three consumers (192-row tiles, FA3's at D <= 64):
 #: 16 warps at 128, then 24 and 160 (3 x 128 x 160 + 128 x 24 = 64512).
 WARP_GROUPS = {128: WarpGroups(2, 240, 168), 64: WarpGroups(3, 160, 128)}
+HEAD_DIMS = tuple(sorted(WARP_GROUPS))  # the kernel's; others take the Triton kernel
 
 
 # --------------------------------------------------------------------------------------------

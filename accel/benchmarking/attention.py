@@ -90,22 +90,25 @@ def fp8_token_with_q_pass():
     return None, lambda q, k, v: run(*prepare(q, k, v))
 
 
-def fp8_with(granularity, module, **settings):
-    """The whole call with ``module``'s settings changed for its duration (A/B in one process):
-    ``configs`` with ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key
-    count, or raised, Q quantized in the kernel at every key count; ``gluon_attention`` with
-    ``MIN_KEYS`` raised, the Triton kernel (benchmarks/NOTES.md 43), or with D = 64 left out of
-    ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
-    call = fp8("triton", granularity)
-
-    def run(q, k, v):
+def with_settings(module, call, **settings):
+    """``call`` with ``module``'s settings changed for its duration (A/B in one process)."""
+    def run(*args):
         saved = {name: getattr(module, name) for name in settings}
         vars(module).update(settings)
         try:
-            return call(q, k, v)
+            return call(*args)
         finally:
             vars(module).update(saved)
     return run
+
+
+def fp8_with(granularity, module, **settings):
+    """The whole call with ``module``'s settings changed (:func:`with_settings`): ``configs`` with
+    ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key count, or raised,
+    Q quantized in the kernel at every key count; ``gluon_attention`` with ``MIN_KEYS`` raised,
+    the Triton kernel (benchmarks/NOTES.md 43), or with D = 64 left out of
+    ``DISPATCHED_HEAD_DIMS``, the Triton kernel at D = 64 (NOTES 44)."""
+    return with_settings(module, fp8("triton", granularity), **settings)
 
 
 def fa3_fp8_kernel_only():
