@@ -22,6 +22,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 18   # session 10: 192-key blocks probe; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 19   # session 10: the rest of the GPU suite
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 20   # session 10: Q in the kernel at long rows, whole calls
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 21   # session 11: Nsight Compute profiles, Gluon vs FA3
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -30,7 +31,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|20}"
+stage="${1:?usage: gpu_session.sh 1|2|...|21}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -296,7 +297,23 @@ case "$stage" in
     --methods accel-triton-head,accel-head-q-in-kernel,accel-triton-token,accel-token-q-in-kernel
   tail -n 8 "$out/q-in-kernel.log"
   ;;
+21)
+  # Session 11: hardware counters of the Gluon kernel (per head, per token) and FA3's FP8 kernel,
+  # one launch each, to see what holds each back (issue slots, tensor pipe, stalls).
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
+  for cfg in "d128 24x8192x8192x128,12x32760x32760x128" "d64 24x8192x8192x64"; do
+    set -- $cfg
+    run "ncu-$1" 200 "$ncu" --profile-from-start off --clock-control none --set full -f -o "/tmp/ncu-$1" \
+      -k regex:'gluon|flash' python benchmarks/profile_attention.py --shapes "$2" --kernels gluon-head,gluon-token,fa3-fp8
+    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page details > "$out/ncu-$1-details.txt" 2>&1
+    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page raw --csv > "$out/ncu-$1-raw.csv" 2>&1
+    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page source --csv --print-source sass > "$out/ncu-$1-sass.csv" 2>&1
+    ls -la "$out"/ncu-"$1"-* | tee -a "$summary"
+    grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|Executed Ipc Active|No Eligible|Warp Cycles Per Issued|Registers Per" \
+      "$out/ncu-$1-details.txt" | grep -vE "^  +(void|Section)" | cut -c1-110 >> "$summary"
+  done
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 20" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 21" >&2; exit 2 ;;
 esac
 cat "$summary"
