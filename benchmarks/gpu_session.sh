@@ -310,7 +310,7 @@ case "$stage" in
     "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page source --csv --print-source sass > "$out/ncu-$1-sass.csv" 2>&1
     ls -la "$out"/ncu-"$1"-* | tee -a "$summary"
     grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|Executed Ipc Active|No Eligible|Warp Cycles Per Issued|Registers Per" \
-      "$out/ncu-$1-details.txt" | grep -vE "^  +(void|Section)" | cut -c1-110 >> "$summary"
+      "$out/ncu-$1-details.txt" | cut -c1-110 >> "$summary"
   done
   ;;
 *)
