@@ -16,6 +16,9 @@ granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of 
 Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
 Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
+Rows named in VARIANTS run the kernel with other module settings (NOTES 46): "-v-first" loads
+V^T_j before K_{j+1} (and per token reads K's descales after Q K^T), "-ks-late" only the latter,
+"-3st" a three-stage ring.
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -183,11 +186,13 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
-                                             "CONSUMERS", "CONSUMER_REGS", "num_warps")}}
+                                             "CONSUMERS", "CONSUMER_REGS", "KEYS_AHEAD", "PRELOAD_KEY_SCALES",
+                                             "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
-                  (names.index("CONSUMER_REGS"),): wg.consumer_regs, (names.index("num_warps"),): 4}
+                  (names.index("CONSUMER_REGS"),): wg.consumer_regs, (names.index("KEYS_AHEAD"),): ga.KEYS_AHEAD,
+                  (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES, (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -236,6 +241,10 @@ def compile_only(head_dim: int) -> None:
 
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
+#: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46).
+VARIANTS = {"head": {"-v-first": dict(KEYS_AHEAD=False), "-3st": dict(NUM_STAGES=3)},
+            "token": {"-v-first": dict(KEYS_AHEAD=False, PRELOAD_KEY_SCALES=False),
+                      "-ks-late": dict(PRELOAD_KEY_SCALES=False), "-3st": dict(NUM_STAGES=3)}}
 
 
 def gpu_run(shapes, records: list) -> None:
@@ -279,6 +288,8 @@ def gpu_run(shapes, records: list) -> None:
         if d == 64:  # two consumer warpgroups (128-row tiles) against WARP_GROUPS[64]'s three
             runs[f"gluon-{tag}-2wg"] = with_settings(ga, runs[f"gluon-{tag}"],
                                                      WARP_GROUPS={**ga.WARP_GROUPS, d: TWO_CONSUMERS})
+        for suffix, settings in VARIANTS[tag].items():
+            runs[f"gluon-{tag}{suffix}"] = with_settings(ga, runs[f"gluon-{tag}"], **settings)
         return runs
 
     for heads, sq, skv, d in shapes:
@@ -321,7 +332,8 @@ def gpu_run(shapes, records: list) -> None:
             records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
-            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", "fa3-fp8")
+            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", *(f"gluon-{g}{x}" for x in VARIANTS[g]),
+                      "fa3-fp8")
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
             q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
             ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"

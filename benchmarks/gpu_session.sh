@@ -23,6 +23,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 19   # session 10: the rest of the GPU suite
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 20   # session 10: Q in the kernel at long rows, whole calls
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 21   # session 11: Nsight Compute profiles, Gluon vs FA3
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 22   # session 11: K loaded ahead of V; FA3's profile
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|21}"
+stage="${1:?usage: gpu_session.sh 1|2|...|22}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -313,7 +314,25 @@ case "$stage" in
       "$out/ncu-$1-details.txt" | cut -c1-110 >> "$summary"
   done
   ;;
+22)
+  # Session 11 (NOTES 46): the producer loading K a block ahead of V^T, per-token key descales read
+  # before Q K^T, a three-stage ring; kernel only against FA3 FP8, D = 128 and 64. Then FA3's
+  # profile (its kernel is a cutlass device_kernel: matched on the demangled name) beside ours.
+  s128=24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
+  run gluon-d128 200 python benchmarks/gluon_attention.py --shapes "$s128" --json "$out/gluon-d128.json"
+  run gluon-d64 150 python benchmarks/gluon_attention.py --shapes "${s128//x128/x64}" --json "$out/gluon-d64.json"
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
+  run ncu-fa3 120 "$ncu" --profile-from-start off --clock-control none --set full -f -o /tmp/ncu-fa3 \
+    --kernel-name-base demangled -k regex:'gluon|flash' python benchmarks/profile_attention.py \
+    --shapes 24x8192x8192x128,24x8192x8192x64 --kernels gluon-head,gluon-token,fa3-fp8
+  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page details > "$out/ncu-fa3-details.txt" 2>&1
+  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page raw --csv > "$out/ncu-fa3-raw.csv" 2>&1
+  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page source --csv --print-source sass > "$out/ncu-fa3-sass.csv" 2>&1
+  grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$out/ncu-fa3-details.txt" \
+    | cut -c1-100 >> "$summary"
+  grep -E "speed:" "$out/gluon-d128.log" "$out/gluon-d64.log" | cut -d: -f2- >> "$summary"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 21" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 22" >&2; exit 2 ;;
 esac
 cat "$summary"

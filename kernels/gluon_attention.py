@@ -88,6 +88,8 @@ MIN_KEYS = 512
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
 NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
+KEYS_AHEAD = True  # the producer loads K one block ahead of V^T (NOTES 46)
+PRELOAD_KEY_SCALES = True  # per token, K's descales read from shared memory before Q K^T is issued (NOTES 46)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 
@@ -116,7 +118,39 @@ HEAD_DIMS = tuple(sorted(WARP_GROUPS))  # the kernel's; others take the Triton k
 # ring; it runs ahead across tiles, so the next tile's Q and first blocks land during this one.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr):
+def _load_key_block(g, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
+                    PER_TOKEN: gl.constexpr):
+    """K_j (and per token its descales) into ring slot g % STAGES once the consumers freed it. K's
+    row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros."""
+    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
+    STAGES: gl.constexpr = k_bufs.type.shape[0]
+    stage = g % STAGES
+    # Empty barriers start with their "previous phase" complete: the first lap (parity 1) passes.
+    mbarrier.wait(k_empty.index(stage), ((g // STAGES) & 1) ^ 1)
+    if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
+        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - kd_pad], k_ready.index(stage), ks_bufs.index(stage))
+    else:
+        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage), k_bufs.index(stage))
+
+
+@gluon.jit
+def _load_value_block(g, j, vt_desc, vt_bufs, v_ready, v_empty, bh):
+    """V^T_j into ring slot g % STAGES once the consumers freed it (separate barriers from K's:
+    Q K^T of block j can start before V^T_j has landed)."""
+    TILE_N: gl.constexpr = vt_desc.block_type.shape[1]
+    HEAD_DIM: gl.constexpr = vt_desc.block_type.shape[0]
+    STAGES: gl.constexpr = vt_bufs.type.shape[0]
+    stage = g % STAGES
+    mbarrier.wait(v_empty.index(stage), ((g // STAGES) & 1) ^ 1)
+    mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage), vt_bufs.index(stage))
+
+
+@gluon.jit
+def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr,
+              KEYS_AHEAD: gl.constexpr):
     (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
      v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad) = args
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
@@ -139,25 +173,17 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
                 tma.async_copy_global_to_shared(q_desc, [bh * Sq + ((t % n_m) * CONSUMERS + c) * WG_M, 0],
                                                 q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
         kv_row = bh * Skv - key_pad
+        base = i * n_blocks
         for j in range(n_blocks):
-            g = i * n_blocks + j
-            stage = g % STAGES
-            parity = ((g // STAGES) & 1) ^ 1
-            # K and V^T have separate barriers: Q K^T of block j can start before V^T_j has landed.
-            # K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros.
-            mbarrier.wait(k_empty.index(stage), parity)
-            if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
-                mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - kd_pad], k_ready.index(stage),
-                                                ks_bufs.index(stage))
+            _load_key_block(base + j, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
+                            PER_TOKEN)
+            if KEYS_AHEAD:  # K_j before V^T_{j-1}: K_j's load never waits for V^T_{j-1}'s slot
+                if j > 0:
+                    _load_value_block(base + j - 1, j - 1, vt_desc, vt_bufs, v_ready, v_empty, bh)
             else:
-                mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage),
-                                            k_bufs.index(stage))
-            mbarrier.wait(v_empty.index(stage), parity)
-            mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage),
-                                            vt_bufs.index(stage))
+                _load_value_block(base + j, j, vt_desc, vt_bufs, v_ready, v_empty, bh)
+        if KEYS_AHEAD:
+            _load_value_block(base + n_blocks - 1, n_blocks - 1, vt_desc, vt_bufs, v_ready, v_empty, bh)
         i += 1
 
 
@@ -233,7 +259,7 @@ def _p_operand(p, p_layout: gl.constexpr):
 @gluon.jit
 def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
              s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
-             ROW_SCALES: gl.constexpr):
+             ROW_SCALES: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
@@ -247,6 +273,8 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     p8 = _p_operand(p, p_layout)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
+    if PER_TOKEN and PRELOAD_KEY_SCALES:  # read before the wgmmas: the loads' latency hides under them
+        ks = ks_bufs.index(stage).load(s_init.type.layout)
     s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
     mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
     acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
@@ -254,7 +282,10 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
     # under the softmax below.
     s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
     if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
-        s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
+        if PRELOAD_KEY_SCALES:
+            s = s * ks
+        else:
+            s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
     p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
     return acc, p, alpha, l_i, m_i
@@ -262,7 +293,7 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
 
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-              CONSUMERS: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
+              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
@@ -342,11 +373,11 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         # skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
                                            k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN, ROW_SCALES)
+                                           PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN, ROW_SCALES)
+                                               row_o, PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
         if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
             mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -382,7 +413,8 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
                             Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                            CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr):
+                            CONSUMER_REGS: gl.constexpr, KEYS_AHEAD: gl.constexpr,
+                            PRELOAD_KEY_SCALES: gl.constexpr, num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -448,14 +480,14 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     producer = (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
                 v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad)
     if CONSUMERS == 2:
-        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 0)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 1)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 1], [CONSUMER_REGS, 24])
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 1)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, KEYS_AHEAD))], [4, 1], [CONSUMER_REGS, 24])
     else:
-        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 0)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 1)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, num_warps, 2)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 4, 1],
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 1)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 2)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, KEYS_AHEAD))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
 
@@ -617,4 +649,5 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
-        CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, num_warps=4, maxnreg=wg.maxnreg)
+        CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, KEYS_AHEAD=KEYS_AHEAD,
+        PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES, num_warps=4, maxnreg=wg.maxnreg)
