@@ -87,9 +87,11 @@ MIN_KEYS = 512
 #: 8192 and 16384, 1.02x at 32760, 0.97x at 75600, where CTAs drifting apart over ~180 tiles
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
-NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29)
-KEYS_AHEAD = True  # the producer loads K one block ahead of V^T (NOTES 46)
-PRELOAD_KEY_SCALES = True  # per token, K's descales read from shared memory before Q K^T is issued (NOTES 46)
+NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then 0-7% slower (NOTES 46)
+#: Per token, whether a key block's descales are read from shared memory before its Q K^T is
+#: issued (their latency hides under the wgmmas; H200, D = 128: +6-9%, NOTES 46) or after it. 32
+#: more live registers: at D = 64 (160 a thread) they spill 292 B.
+PRELOAD_KEY_SCALES = {128: True, 64: False}
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 
@@ -125,7 +127,6 @@ def _load_key_block(g, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_e
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     stage = g % STAGES
-    # Empty barriers start with their "previous phase" complete: the first lap (parity 1) passes.
     mbarrier.wait(k_empty.index(stage), ((g // STAGES) & 1) ^ 1)
     if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
         mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
@@ -149,20 +150,15 @@ def _load_value_block(g, j, vt_desc, vt_bufs, v_ready, v_empty, bh):
 
 
 @gluon.jit
-def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr,
-              KEYS_AHEAD: gl.constexpr):
+def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr):
     (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
      v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad) = args
-    TILE_N: gl.constexpr = k_desc.block_type.shape[0]
-    STAGES: gl.constexpr = k_bufs.type.shape[0]
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]  # Q tiles: (64, D), or (1, 1, 64, D) from the caller's view
-    HEAD_DIM: gl.constexpr = vt_desc.block_type.shape[0]
     i = 0  # this CTA's tiles so far: Q buffer i % 2; key blocks counted across tiles
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
         bh = t // n_m
         qb = i % 2
-        # Empty barriers start with their "previous phase" complete, so the first lap (parity 1)
-        # does not block.
+        # Empty barriers start with their "previous phase" complete: the first lap (parity 1) passes.
         mbarrier.wait(q_empty.index(qb), ((i // 2) & 1) ^ 1)
         mbarrier.expect(q_ready.index(qb), CONSUMERS * q_desc.block_type.nbytes)  # one 64-row slab per consumer
         for c in gl.static_range(CONSUMERS):
@@ -174,16 +170,12 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
                                                 q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
         kv_row = bh * Skv - key_pad
         base = i * n_blocks
+        # K_j then V^T_j. Loading K a block ahead of V^T (K_j before V^T_{j-1}) measured 0-14%
+        # slower, most at D = 64 (NOTES 46).
         for j in range(n_blocks):
             _load_key_block(base + j, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
                             PER_TOKEN)
-            if KEYS_AHEAD:  # K_j before V^T_{j-1}: K_j's load never waits for V^T_{j-1}'s slot
-                if j > 0:
-                    _load_value_block(base + j - 1, j - 1, vt_desc, vt_bufs, v_ready, v_empty, bh)
-            else:
-                _load_value_block(base + j, j, vt_desc, vt_bufs, v_ready, v_empty, bh)
-        if KEYS_AHEAD:
-            _load_value_block(base + n_blocks - 1, n_blocks - 1, vt_desc, vt_bufs, v_ready, v_empty, bh)
+            _load_value_block(base + j, j, vt_desc, vt_bufs, v_ready, v_empty, bh)
         i += 1
 
 
@@ -413,8 +405,8 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
                             Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                            CONSUMER_REGS: gl.constexpr, KEYS_AHEAD: gl.constexpr,
-                            PRELOAD_KEY_SCALES: gl.constexpr, num_warps: gl.constexpr):
+                            CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -480,14 +472,19 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     producer = (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
                 v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad)
     if CONSUMERS == 2:
-        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 0)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 1)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, KEYS_AHEAD))], [4, 1], [CONSUMER_REGS, 24])
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
+                                         num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
+                                         num_warps, 1)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 1], [CONSUMER_REGS, 24])
     else:
-        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 0)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 1)),
-                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES, num_warps, 2)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, KEYS_AHEAD))], [4, 4, 1],
+        gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
+                                         num_warps, 0)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
+                                         num_warps, 1)),
+                            (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
+                                         num_warps, 2)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
 
@@ -649,5 +646,5 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
-        CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, KEYS_AHEAD=KEYS_AHEAD,
-        PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES, num_warps=4, maxnreg=wg.maxnreg)
+        CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
+        num_warps=4, maxnreg=wg.maxnreg)
