@@ -24,7 +24,8 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 20   # session 10: Q in the kernel at long rows, whole calls
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 21   # session 11: Nsight Compute profiles, Gluon vs FA3
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 22   # session 11: K loaded ahead of V; FA3's profile
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 23   # session 11: key descales read early; Gluon tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 23   # session 11: shallow reductions, key descales read early
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 24   # session 11: Gluon tests, whole calls
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -33,7 +34,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|23}"
+stage="${1:?usage: gpu_session.sh 1|2|...|24}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -334,16 +335,22 @@ case "$stage" in
   grep -E "speed:" "$out/gluon-d128.log" "$out/gluon-d64.log" | cut -d: -f2- >> "$summary"
   ;;
 23)
-  # Session 11 (NOTES 46): per-token key descales read before Q K^T (PRELOAD_KEY_SCALES), the
-  # producer's order back to K_j, V^T_j; kernel only against FA3 FP8 at D = 128; the Gluon tests.
+  # Session 11 (NOTES 46): row max and row sum in short chains (SHALLOW_REDUCTIONS), per-token
+  # key descales read before Q K^T (PRELOAD_KEY_SCALES, D = 128), the producer's order back to
+  # K_j, V^T_j; kernel only against FA3 FP8, D = 128 and 64.
   s128=24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
   run gluon-d128 200 python benchmarks/gluon_attention.py --shapes "$s128" --json "$out/gluon-d128.json"
+  run gluon-d64 170 python benchmarks/gluon_attention.py --shapes "${s128//x128/x64}" --json "$out/gluon-d64.json"
+  grep -E "speed:" "$out/gluon-d128.log" "$out/gluon-d64.log" | cut -d: -f2- >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-d128.log" "$out/gluon-d64.log"
+  ;;
+24)
+  # Session 11's last call: the Gluon tests, then whole calls from bf16 against torchao-style.
   run tests 300 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
     "gluon or query or keys_per_head or dispatch"
-  grep -E "speed:" "$out/gluon-d128.log" | cut -d: -f2- >> "$summary"
-  grep -E "NaN rows [1-9]" "$out/gluon-d128.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 *)
-  echo "unknown stage $stage: 1 to 23" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 24" >&2; exit 2 ;;
 esac
 cat "$summary"
