@@ -17,8 +17,7 @@ Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, t
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
 Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
 Rows named in VARIANTS run the kernel with other module settings (NOTES 46): "-ks-late" reads
-per-token key descales after Q K^T, "-ks-early" before it, whatever PRELOAD_KEY_SCALES says;
-"-chains" reduces each row in one dependent chain (SHALLOW_REDUCTIONS off).
+per-token key descales after Q K^T, "-ks-early" before it, whatever PRELOAD_KEY_SCALES says.
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -187,13 +186,13 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
                                              "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES",
-                                             "SHALLOW_REDUCTIONS", "num_warps")}}
+                                             "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
                   (names.index("CONSUMER_REGS"),): wg.consumer_regs,
                   (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
-                  (names.index("SHALLOW_REDUCTIONS"),): ga.SHALLOW_REDUCTIONS, (names.index("num_warps"),): 4}
+                  (names.index("num_warps"),): 4}
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -243,10 +242,8 @@ def compile_only(head_dim: int) -> None:
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
 #: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46).
-VARIANTS = {"head": {"-chains": dict(SHALLOW_REDUCTIONS=False)},
-            "token": {"-chains": dict(SHALLOW_REDUCTIONS=False),
-                      "-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
-                      "-ks-early": dict(PRELOAD_KEY_SCALES={128: True, 64: True})}}
+VARIANTS = {"head": {}, "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
+                                  "-ks-early": dict(PRELOAD_KEY_SCALES={128: True, 64: True})}}
 
 
 def gpu_run(shapes, records: list) -> None:

@@ -25,7 +25,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 21   # session 11: Nsight Compute profiles, Gluon vs FA3
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 22   # session 11: K loaded ahead of V; FA3's profile
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 23   # session 11: shallow reductions, key descales read early
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 24   # session 11: Gluon tests, whole calls
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 24   # session 11: the kept kernel, key descales early or late; Gluon tests
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -345,10 +345,15 @@ case "$stage" in
   grep -E "NaN rows [1-9]" "$out/gluon-d128.log" "$out/gluon-d64.log"
   ;;
 24)
-  # Session 11's last call: the Gluon tests, then whole calls from bf16 against torchao-style.
-  run tests 300 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+  # Session 11's last call: the product as kept (producer K_j, V^T_j; one reduction chain per
+  # row; key descales read before Q K^T per token at D = 128) against the descales read after,
+  # kernel only, D = 128; then the Gluon tests.
+  run gluon-final 100 python benchmarks/gluon_attention.py --json "$out/gluon-final.json" \
+    --shapes 24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128
+  run tests 280 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
     "gluon or query or keys_per_head or dispatch"
-  tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  grep -E "speed:" "$out/gluon-final.log" | cut -d: -f2- >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-final.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 *)
   echo "unknown stage $stage: 1 to 24" >&2; exit 2 ;;

@@ -92,7 +92,6 @@ NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then 0-7% 
 #: issued (their latency hides under the wgmmas; H200, D = 128: +6-9%, NOTES 46) or after it. 32
 #: more live registers: at D = 64 (160 a thread) they spill 292 B.
 PRELOAD_KEY_SCALES = {128: True, 64: False}
-SHALLOW_REDUCTIONS = True  # row max and row sum in short dependency chains (_row_max, NOTES 46)
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 
@@ -218,48 +217,20 @@ def _quantize_rows(src, dst, num_warps: gl.constexpr):
 
 
 @gluon.jit
-def _row_max(x, SHALLOW: gl.constexpr):
-    """Row max of a wgmma accumulator tile. ptxas keeps a reduction's order, and Triton reduces a
-    thread's 32 values of a row in one chain of dependent FMNMX, which the exp2s must wait for.
-    SHALLOW: the thread's values as (4 x 4 x 2) register groups, reduced innermost first: the same
-    31 FMNMX in chains of depth 7 (NOTES 46). Column c of a thread is 32 a + 8 b + 2 t + e with
-    t its lane in the quad (a shuffle reduction, last)."""
-    if SHALLOW:
-        M: gl.constexpr = x.shape[0]
-        N: gl.constexpr = x.shape[1]
-        y = gl.max(gl.reshape(x, [M, 4, N // 32, 4, 2]), axis=4)
-        y = gl.max(gl.max(gl.max(y, axis=2), axis=1), axis=1)
-        return gl.convert_layout(y, gl.SliceLayout(1, x.type.layout), assert_trivial=True)
-    else:
-        return gl.max(x, axis=1)
-
-
-@gluon.jit
-def _row_sum(x, SHALLOW: gl.constexpr):
-    """Row sum of a wgmma accumulator tile, as :func:`_row_max` orders it."""
-    if SHALLOW:
-        M: gl.constexpr = x.shape[0]
-        N: gl.constexpr = x.shape[1]
-        y = gl.sum(gl.reshape(x, [M, 4, N // 32, 4, 2]), axis=4)
-        y = gl.sum(gl.sum(gl.sum(y, axis=2), axis=1), axis=1)
-        return gl.convert_layout(y, gl.SliceLayout(1, x.type.layout), assert_trivial=True)
-    else:
-        return gl.sum(x, axis=1)
-
-
-@gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr, SHALLOW: gl.constexpr):
+def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
     p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
     ``qk_scale``: a scalar, or with ROW_SCALES one per row (the query descales folded in).
-    SHALLOW: row reductions in short chains (:func:`_row_max`)."""
-    m_new = gl.maximum(m_i, _row_max(s, SHALLOW) * qk_scale)  # qk_scale > 0: max commutes with it
+    Each row's max and sum are one chain of dependent FMNMX / FADD per thread (Triton reduces in
+    order, ptxas keeps it); shorter chains (the same ops as a tree) measured mixed, -9% to +3%
+    per head at D = 128 and 4-19% slower per token at D = 64 (NOTES 46)."""
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
     if ROW_SCALES:
         p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
     else:
         p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
-    l_i = l_i * alpha + _row_sum(p, SHALLOW)  # the row sum uses unquantized P
+    l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
     return p, alpha, l_i, m_new
 
 
@@ -283,7 +254,7 @@ def _p_operand(p, p_layout: gl.constexpr):
 @gluon.jit
 def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
              s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
-             ROW_SCALES: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, SHALLOW_REDUCTIONS: gl.constexpr):
+             ROW_SCALES: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
@@ -311,14 +282,13 @@ def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_
         else:
             s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES, SHALLOW_REDUCTIONS)
+    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
     return acc, p, alpha, l_i, m_i
 
 
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, SHALLOW_REDUCTIONS: gl.constexpr,
-              num_warps: gl.constexpr, WG: gl.constexpr):
+              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
@@ -388,7 +358,7 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
             s = s * ks_bufs.index(stage0).load(s_layout)
         mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES, SHALLOW_REDUCTIONS)
+        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -398,11 +368,11 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         # skipped with P V in flight on both paths.
         acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
                                            k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES, SHALLOW_REDUCTIONS)
+                                           PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
         for j in range(2, n_blocks):
             acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
                                                ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES, SHALLOW_REDUCTIONS)
+                                               row_o, PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
         if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
             mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -439,7 +409,7 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
                             Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
                             CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
-                            SHALLOW_REDUCTIONS: gl.constexpr, num_warps: gl.constexpr):
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -506,17 +476,17 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
                 v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad)
     if CONSUMERS == 2:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         SHALLOW_REDUCTIONS, num_warps, 0)),
+                                         num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         SHALLOW_REDUCTIONS, num_warps, 1)),
+                                         num_warps, 1)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 1], [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         SHALLOW_REDUCTIONS, num_warps, 0)),
+                                         num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         SHALLOW_REDUCTIONS, num_warps, 1)),
+                                         num_warps, 1)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         SHALLOW_REDUCTIONS, num_warps, 2)),
+                                         num_warps, 2)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
@@ -680,4 +650,4 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
-        SHALLOW_REDUCTIONS=SHALLOW_REDUCTIONS, num_warps=4, maxnreg=wg.maxnreg)
+        num_warps=4, maxnreg=wg.maxnreg)
