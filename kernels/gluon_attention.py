@@ -21,8 +21,8 @@ q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (F
 sums the unquantized p, acc += e4m3(p) @ V8 in FP8 with fp32 accumulators, out = acc / l *
 v_descale (+ V's mean when it was smoothed). Scales are per (batch, head) for Q, K and V, or per
 token for Q and K with per-channel V (``PER_TOKEN``): a query's descale rides on the exp2's FFMA
-for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37: what was
-tried around it). The results differ from the Triton kernel's by fp32 rounding of the exp2's
+for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37 and 46: what
+was tried around it). The results differ from the Triton kernel's by fp32 rounding of the exp2's
 argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
@@ -87,10 +87,11 @@ MIN_KEYS = 512
 #: 8192 and 16384, 1.02x at 32760, 0.97x at 75600, where CTAs drifting apart over ~180 tiles
 #: each spread over more heads' K and V than L2 holds; NOTES 32).
 PERSISTENT_MAX_KEYS = 32768
-NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then 0-7% slower (NOTES 46)
+NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then up to 12% slower (NOTES 46)
 #: Per token, whether a key block's descales are read from shared memory before its Q K^T is
-#: issued (their latency hides under the wgmmas; H200, D = 128: +6-9%, NOTES 46) or after it. 32
-#: more live registers: at D = 64 (160 a thread) they spill 292 B.
+#: issued (their latency hides under the wgmmas) or after it. H200, D = 128, kernel only: 1.00-
+#: 1.01x at 24x4608-16384, 1.10x at 12x32760 (NOTES 46). 32 more live registers: at D = 64 (160
+#: a thread) they spill 292 B and run 4-32% slower.
 PRELOAD_KEY_SCALES = {128: True, 64: False}
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
@@ -170,8 +171,8 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
                                                 q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
         kv_row = bh * Skv - key_pad
         base = i * n_blocks
-        # K_j then V^T_j. Loading K a block ahead of V^T (K_j before V^T_{j-1}) measured 0-14%
-        # slower, most at D = 64 (NOTES 46).
+        # K_j then V^T_j. K a block ahead of V^T (K_j before V^T_{j-1}) measured as fast at
+        # D = 128 per head and up to 16% (head) / 28% (token) slower at D = 64 (NOTES 46).
         for j in range(n_blocks):
             _load_key_block(base + j, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
                             PER_TOKEN)
