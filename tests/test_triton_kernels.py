@@ -217,10 +217,11 @@ def test_gluon_descriptors_from_checked_fields_match_triton_s():
 def test_gluon_warp_groups_fit_the_register_file():
     """Each head dim's split of warps and registers fits an H100/H200 SM's 64 K registers at
     launch (every warp at maxnreg; warps come in whole warpgroups) and after setmaxnreg (each
-    consumer warpgroup at its count, the producer's at 24), in setmaxnreg's steps of 8."""
+    consumer warpgroup at its count, the producer's at 24), in setmaxnreg's steps of 8; every
+    per-head-dim table names the same head dims."""
     from accel.kernels import gluon_attention as ga
 
-    assert set(ga.WARP_GROUPS) == set(ga.HEAD_DIMS)
+    assert set(ga.WARP_GROUPS) == set(ga.HEAD_DIMS) == set(ga.PRELOAD_KEY_SCALES)
     for head_dim, wg in ga.WARP_GROUPS.items():
         warpgroups = wg.consumers + 1  # the producer's single warp takes a warpgroup's registers
         assert wg.maxnreg * warpgroups * 128 <= 65536, head_dim
