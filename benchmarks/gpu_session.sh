@@ -318,8 +318,9 @@ case "$stage" in
   ;;
 22)
   # Session 11 (NOTES 46): the producer loading K a block ahead of V^T, per-token key descales read
-  # before Q K^T, a three-stage ring; kernel only against FA3 FP8, D = 128 and 64. Then FA3's
-  # profile (its kernel is a cutlass device_kernel: matched on the demangled name) beside ours.
+  # before Q K^T, a three-stage ring (the variant rows of commit ea605d8); kernel only against FA3
+  # FP8, D = 128 and 64. Then FA3's profile (its kernel is a cutlass device_kernel: matched on the
+  # demangled name) beside ours.
   s128=24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
   run gluon-d128 200 python benchmarks/gluon_attention.py --shapes "$s128" --json "$out/gluon-d128.json"
   run gluon-d64 150 python benchmarks/gluon_attention.py --shapes "${s128//x128/x64}" --json "$out/gluon-d64.json"
@@ -337,7 +338,7 @@ case "$stage" in
 23)
   # Session 11 (NOTES 46): row max and row sum in short chains (SHALLOW_REDUCTIONS), per-token
   # key descales read before Q K^T (PRELOAD_KEY_SCALES, D = 128), the producer's order back to
-  # K_j, V^T_j; kernel only against FA3 FP8, D = 128 and 64.
+  # K_j, V^T_j (the variant rows of commit d608aba); kernel only against FA3 FP8, D = 128 and 64.
   s128=24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
   run gluon-d128 200 python benchmarks/gluon_attention.py --shapes "$s128" --json "$out/gluon-d128.json"
   run gluon-d64 170 python benchmarks/gluon_attention.py --shapes "${s128//x128/x64}" --json "$out/gluon-d64.json"

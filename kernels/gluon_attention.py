@@ -123,8 +123,9 @@ HEAD_DIMS = tuple(sorted(WARP_GROUPS))  # the kernel's; others take the Triton k
 @gluon.jit
 def _load_key_block(g, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
                     PER_TOKEN: gl.constexpr):
-    """K_j (and per token its descales) into ring slot g % STAGES once the consumers freed it. K's
-    row coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros."""
+    """K_j (and per token its descales) into ring slot g % STAGES once the consumers freed it
+    (empty barriers start with their previous phase complete: the first lap passes). K's row
+    coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros."""
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
     stage = g % STAGES
