@@ -26,6 +26,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 22   # session 11: K loaded ahead of V; FA3's profile
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 23   # session 11: shallow reductions, key descales read early
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 24   # session 11: the kept kernel, key descales early or late; Gluon tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 25   # next: the 192-key probe beside the product under ncu
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -34,7 +35,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|24}"
+stage="${1:?usage: gpu_session.sh 1|2|...|25}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -356,7 +357,24 @@ case "$stage" in
   grep -E "speed:" "$out/gluon-final.log" | cut -d: -f2- >> "$summary"
   grep -E "NaN rows [1-9]" "$out/gluon-final.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
+25)
+  # NOTES 46's lead (not run yet): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
+  # 12x32760 and at 0.7x of the product at 24x8192: both kernels under Nsight Compute at both
+  # shapes, then the probe's timing table at them.
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
+  run ncu-wide 200 "$ncu" --profile-from-start off --clock-control none --set full -f -o /tmp/ncu-wide \
+    -k regex:'gluon|wide' python benchmarks/profile_attention.py --shapes 24x8192x8192x128,12x32760x32760x128 \
+    --kernels gluon-head,wide-head
+  "$ncu" --import /tmp/ncu-wide.ncu-rep --page details > "$out/ncu-wide-details.txt" 2>&1
+  "$ncu" --import /tmp/ncu-wide.ncu-rep --page raw --csv > "$out/ncu-wide-raw.csv" 2>&1
+  "$ncu" --import /tmp/ncu-wide.ncu-rep --page source --csv --print-source sass > "$out/ncu-wide-sass.csv" 2>&1
+  python benchmarks/ncu_stalls.py "$out/ncu-wide-sass.csv" > "$out/ncu-wide-stalls.txt" 2>&1
+  run wide 120 python benchmarks/gluon_wide_probe.py --shapes 24x8192x8192x128,24x16384x16384x128,12x32760x32760x128
+  grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|L2 Hit Rate|DRAM Throughput" "$out/ncu-wide-details.txt" \
+    | cut -c1-100 >> "$summary"
+  grep -E "speed" "$out/wide.log" >> "$summary"; cat "$out/ncu-wide-stalls.txt"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 24" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 25" >&2; exit 2 ;;
 esac
 cat "$summary"

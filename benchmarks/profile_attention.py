@@ -9,7 +9,8 @@ Inputs are built, quantized and every kernel compiled and warmed up first; then
 
 Kernels: ``gluon-head`` / ``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent
 grid as dispatched), ``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's
-FP8 kernel, per head, if installed). Each is checked against fp64 exact attention on sampled rows
+FP8 kernel, per head, if installed), ``wide-head`` (the 192-key-block probe,
+``gluon_wide_probe.py``, folded reductions). Each is checked against fp64 exact attention on sampled rows
 before the range opens (a profile of a wrong kernel is worthless).
 """
 
@@ -22,7 +23,7 @@ import torch
 
 from accel.benchmarking.attention import parse_shapes
 
-KERNELS = ("gluon-head", "gluon-token", "triton-head", "triton-token", "fa3-fp8")
+KERNELS = ("gluon-head", "gluon-token", "triton-head", "triton-token", "fa3-fp8", "wide-head")
 
 
 def build_runs(heads: int, sq: int, skv: int, d: int, names: list[str]) -> dict:
@@ -42,6 +43,11 @@ def build_runs(heads: int, sq: int, skv: int, d: int, names: list[str]) -> dict:
                               ga.launch_gluon_attention(q8, k8, v, qd, kd, vd, out, d ** -0.5))
         runs[f"triton-{g}"] = (lambda q8=q8, k8=k8, v=v8t, qd=qd, kd=kd, vd=vd:
                                launch_attention(q8, k8, v, qd, kd, vd, out, d, d ** -0.5))
+        if g == "head" and "wide-head" in names:
+            from gluon_wide_probe import launch_wide  # benchmarks/
+
+            runs["wide-head"] = lambda q8=q8, k8=k8, v=v8t_mma, qd=qd, kd=kd, vd=vd: launch_wide(
+                q8, k8, v, qd, kd, vd, out, d ** -0.5, fold=True)
         if g == "head" and "fa3-fp8" in names:
             import flash_attn_interface
 
