@@ -30,8 +30,8 @@ from accel.kernels import gluon_attention as ga
 if ga._IMPORT_ERROR is None:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
-                                                                  warpgroup_mma_init, warpgroup_mma_wait)
+    from triton.experimental.gluon.language.nvidia.hopper import (mbarrier, tma, warpgroup_mma, warpgroup_mma_init,
+                                                                  warpgroup_mma_wait)
 else:
     sys.exit(f"no Gluon API here: {ga._IMPORT_ERROR!r}")
 
@@ -235,21 +235,7 @@ def _wide_kernel(q_desc, ka_desc, kb_desc, va_desc, vb_desc, out_ptr, q_descale_
     kb_bufs = gl.allocate_shared_memory(kb_desc.dtype, [STAGES] + kb_desc.block_type.shape, kb_desc.layout)
     va_bufs = gl.allocate_shared_memory(va_desc.dtype, [STAGES] + va_desc.block_type.shape, va_desc.layout)
     vb_bufs = gl.allocate_shared_memory(vb_desc.dtype, [STAGES] + vb_desc.block_type.shape, vb_desc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=CONSUMERS)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=CONSUMERS)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=CONSUMERS)
-    fence_async_shared()
+    q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = ga._allocate_barriers(STAGES, CONSUMERS)
 
     consumer = (q_bufs, ka_bufs, kb_bufs, va_bufs, vb_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
                 out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, so_b, so_h, so_s, H, Sq, n_m, n_tiles,

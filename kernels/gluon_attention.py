@@ -406,6 +406,30 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
 
 
 @gluon.jit
+def _allocate_barriers(STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
+    """The mbarriers of a CTA, initialized: (ready, empty) for Q's two buffers, then for K's and
+    V^T's STAGES ring slots. Ready: the producer's expect plus the TMA bytes. Empty: Gluon lowers
+    mbarrier.arrive to one elected thread after a bar.sync of its partition, so each of the
+    CONSUMERS warpgroups arrives once."""
+    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(q_ready.index(i), count=1)
+        mbarrier.init(q_empty.index(i), count=CONSUMERS)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=CONSUMERS)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(v_empty.index(i), count=CONSUMERS)
+    fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
+    return q_ready, q_empty, k_ready, k_empty, v_ready, v_empty
+
+
+@gluon.jit
 def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
                             v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
                             HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
@@ -448,23 +472,7 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
         ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
     else:
         ks_bufs = k_bufs  # unread
-    q_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    # ready: the producer's expect + the TMA bytes. empty: Gluon lowers mbarrier.arrive to one
-    # elected thread after a bar.sync of its partition, so each consumer arrives once.
-    for i in gl.static_range(2):
-        mbarrier.init(q_ready.index(i), count=1)
-        mbarrier.init(q_empty.index(i), count=CONSUMERS)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(k_empty.index(i), count=CONSUMERS)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(v_empty.index(i), count=CONSUMERS)
-    fence_async_shared()  # barrier inits visible to the async proxy (TMA) before first use
+    q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = _allocate_barriers(STAGES, CONSUMERS)
 
     # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
     # tensors. Worker warps and registers are literals: the other consumer warpgroups (4 warps,
