@@ -5,7 +5,7 @@ Inputs are built, quantized and every kernel compiled and warmed up first; then
 ``ncu --profile-from-start off`` sees only the attention kernels (not the quantization passes):
 
     ncu --profile-from-start off --clock-control none --set full -o rep \\
-        python benchmarks/profile_attention.py --shape 24x8192x8192x128 --kernels gluon-head,gluon-token,fa3-fp8
+        python benchmarks/profile_attention.py --shapes 24x8192x8192x128 --kernels gluon-head,gluon-token,fa3-fp8
 
 Kernels: ``gluon-head`` / ``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent
 grid as dispatched), ``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's
