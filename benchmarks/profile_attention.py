@@ -5,13 +5,16 @@ Inputs are built, quantized and every kernel compiled and warmed up first; then
 ``ncu --profile-from-start off`` sees only the attention kernels (not the quantization passes):
 
     ncu --profile-from-start off --clock-control none --set full -o rep \\
-        python benchmarks/profile_attention.py --shapes 24x8192x8192x128 --kernels gluon-head,gluon-token,fa3-fp8
+        --kernel-name-base demangled -k regex:'gluon|flash' \\
+        python benchmarks/profile_attention.py --shapes 24x8192x8192x128 --kernels gluon-head,fa3-fp8
 
-Kernels: ``gluon-head`` / ``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent
-grid as dispatched), ``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's
-FP8 kernel, per head, if installed), ``wide-head`` (the 192-key-block probe,
-``gluon_wide_probe.py``, folded reductions). Each is checked against fp64 exact attention on sampled rows
-before the range opens (a profile of a wrong kernel is worthless).
+(FA3's kernel is a cutlass ``device_kernel``: only its demangled name says "flash"; the filter
+also leaves out the copy of FA3's output into the shared buffer.) Kernels: ``gluon-head`` /
+``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent grid as dispatched),
+``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's FP8 kernel, per head,
+if installed), ``wide-head`` (the 192-key-block probe, ``gluon_wide_probe.py``, folded
+reductions). Each is checked against fp64 exact attention on sampled rows before the range opens
+(a profile of a wrong kernel is worthless).
 """
 
 from __future__ import annotations
