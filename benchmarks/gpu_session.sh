@@ -49,6 +49,23 @@ run() {  # name, seconds, command...: append to $out/name.log, stop it at its li
   return $rc
 }
 
+profile() {  # name, seconds, shapes, kernels: Nsight Compute on benchmarks/profile_attention.py
+  # (one launch per kernel); $out/name-{details.txt,raw.csv,sass.csv}, the loop's stalls in the summary
+  local name=$1 limit=$2 shapes=$3 kernels=$4
+  local ncu rep="/tmp/$1"
+  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
+  # FA3's kernel is a cutlass device_kernel: only its demangled name says "flash"
+  run "$name" "$limit" "$ncu" --profile-from-start off --clock-control none --set full -f -o "$rep" \
+    --kernel-name-base demangled -k regex:'gluon|flash|wide' \
+    python benchmarks/profile_attention.py --shapes "$shapes" --kernels "$kernels"
+  "$ncu" --import "$rep.ncu-rep" --page details > "$out/$name-details.txt" 2>&1
+  "$ncu" --import "$rep.ncu-rep" --page raw --csv > "$out/$name-raw.csv" 2>&1
+  "$ncu" --import "$rep.ncu-rep" --page source --csv --print-source sass > "$out/$name-sass.csv" 2>&1
+  grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|No Eligible|L2 Hit Rate" "$out/$name-details.txt" \
+    | cut -c1-100 >> "$summary"
+  python benchmarks/ncu_stalls.py "$out/$name-sass.csv" >> "$summary" 2>&1
+}
+
 case "$stage" in
 1)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$summary"
@@ -303,37 +320,19 @@ case "$stage" in
   ;;
 21)
   # Session 11: hardware counters of the Gluon kernel (per head, per token) and FA3's FP8 kernel,
-  # one launch each, to see what holds each back (issue slots, tensor pipe, stalls).
-  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
-  for cfg in "d128 24x8192x8192x128,12x32760x32760x128" "d64 24x8192x8192x64"; do
-    set -- $cfg
-    run "ncu-$1" 200 "$ncu" --profile-from-start off --clock-control none --set full -f -o "/tmp/ncu-$1" \
-      -k regex:'gluon|flash' python benchmarks/profile_attention.py --shapes "$2" --kernels gluon-head,gluon-token,fa3-fp8
-    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page details > "$out/ncu-$1-details.txt" 2>&1
-    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page raw --csv > "$out/ncu-$1-raw.csv" 2>&1
-    "$ncu" --import "/tmp/ncu-$1.ncu-rep" --page source --csv --print-source sass > "$out/ncu-$1-sass.csv" 2>&1
-    ls -la "$out"/ncu-"$1"-* | tee -a "$summary"
-    grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|Executed Ipc Active|No Eligible|Warp Cycles Per Issued|Registers Per" \
-      "$out/ncu-$1-details.txt" | cut -c1-110 >> "$summary"
-  done
+  # one launch each, to see what holds each back (issue slots, tensor pipe, stalls). As run at
+  # 7dc22c6 its kernel filter missed FA3 (stage 22 profiled it); profile() now matches it.
+  profile ncu-d128 200 24x8192x8192x128,12x32760x32760x128 gluon-head,gluon-token,fa3-fp8
+  profile ncu-d64 120 24x8192x8192x64 gluon-head,gluon-token,fa3-fp8
   ;;
 22)
   # Session 11 (NOTES 46): the producer loading K a block ahead of V^T, per-token key descales read
   # before Q K^T, a three-stage ring (the variant rows of commit ea605d8); kernel only against FA3
-  # FP8, D = 128 and 64. Then FA3's profile (its kernel is a cutlass device_kernel: matched on the
-  # demangled name) beside ours.
+  # FP8, D = 128 and 64. Then FA3's profile beside ours.
   s128=24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
   run gluon-d128 200 python benchmarks/gluon_attention.py --shapes "$s128" --json "$out/gluon-d128.json"
   run gluon-d64 150 python benchmarks/gluon_attention.py --shapes "${s128//x128/x64}" --json "$out/gluon-d64.json"
-  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
-  run ncu-fa3 120 "$ncu" --profile-from-start off --clock-control none --set full -f -o /tmp/ncu-fa3 \
-    --kernel-name-base demangled -k regex:'gluon|flash' python benchmarks/profile_attention.py \
-    --shapes 24x8192x8192x128,24x8192x8192x64 --kernels gluon-head,gluon-token,fa3-fp8
-  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page details > "$out/ncu-fa3-details.txt" 2>&1
-  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page raw --csv > "$out/ncu-fa3-raw.csv" 2>&1
-  "$ncu" --import /tmp/ncu-fa3.ncu-rep --page source --csv --print-source sass > "$out/ncu-fa3-sass.csv" 2>&1
-  grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|No Eligible|Warp Cycles Per Issued" "$out/ncu-fa3-details.txt" \
-    | cut -c1-100 >> "$summary"
+  profile ncu-fa3 120 24x8192x8192x128,24x8192x8192x64 gluon-head,gluon-token,fa3-fp8
   grep -E "speed:" "$out/gluon-d128.log" "$out/gluon-d64.log" | cut -d: -f2- >> "$summary"
   ;;
 23)
@@ -361,18 +360,9 @@ case "$stage" in
   # NOTES 46's lead (not run yet): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
   # 12x32760 and at 0.7x of the product at 24x8192: both kernels under Nsight Compute at both
   # shapes, then the probe's timing table at them.
-  ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
-  run ncu-wide 200 "$ncu" --profile-from-start off --clock-control none --set full -f -o /tmp/ncu-wide \
-    -k regex:'gluon|wide' python benchmarks/profile_attention.py --shapes 24x8192x8192x128,12x32760x32760x128 \
-    --kernels gluon-head,wide-head
-  "$ncu" --import /tmp/ncu-wide.ncu-rep --page details > "$out/ncu-wide-details.txt" 2>&1
-  "$ncu" --import /tmp/ncu-wide.ncu-rep --page raw --csv > "$out/ncu-wide-raw.csv" 2>&1
-  "$ncu" --import /tmp/ncu-wide.ncu-rep --page source --csv --print-source sass > "$out/ncu-wide-sass.csv" 2>&1
-  python benchmarks/ncu_stalls.py "$out/ncu-wide-sass.csv" > "$out/ncu-wide-stalls.txt" 2>&1
+  profile ncu-wide 200 24x8192x8192x128,12x32760x32760x128 gluon-head,wide-head
   run wide 120 python benchmarks/gluon_wide_probe.py --shapes 24x8192x8192x128,24x16384x16384x128,12x32760x32760x128
-  grep -E "^  [a-zA-Z_:<>]|Duration|Issue Slots Busy|L2 Hit Rate|DRAM Throughput" "$out/ncu-wide-details.txt" \
-    | cut -c1-100 >> "$summary"
-  grep -E "speed" "$out/wide.log" >> "$summary"; cat "$out/ncu-wide-stalls.txt"
+  grep -E "speed" "$out/wide.log" >> "$summary"
   ;;
 *)
   echo "unknown stage $stage: 1 to 25" >&2; exit 2 ;;
