@@ -357,7 +357,7 @@ case "$stage" in
   grep -E "NaN rows [1-9]" "$out/gluon-final.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 25)
-  # NOTES 46's lead (not run yet): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
+  # NOTES 46's lead (run in session 12, NOTES 47): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
   # 12x32760 and at 0.7x of the product at 24x8192: both kernels under Nsight Compute at both
   # shapes, then the probe's timing table at them.
   profile ncu-wide 200 24x8192x8192x128,12x32760x32760x128 gluon-head,wide-head
