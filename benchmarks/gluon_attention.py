@@ -16,8 +16,8 @@ granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of 
 Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
 Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
-Rows named in VARIANTS run the kernel with other module settings (NOTES 46): "-ks-late" reads
-per-token key descales after Q K^T, "-ks-early" before it, whatever PRELOAD_KEY_SCALES says.
+Rows named in VARIANTS run the kernel with other module settings (NOTES 46-47): "-128keys" with
+128-key blocks per head at every head dim, "-ks-late" reading per-token key descales after Q K^T.
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -161,12 +161,16 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
-                       quantize_q: bool = False):
-    """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed)."""
+                       quantize_q: bool = False, keys: int | None = None):
+    """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed); ``keys``
+    per block: KEYS_PER_BLOCK's by default."""
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    ql, kl, vl, kdl = ga._layouts(head_dim)
+    keys = keys or ga.key_block(head_dim, per_token, 1 << 20)
+    wide = keys > ga.BLOCK_N
+    ql, kl, vl, kdl = ga._layouts(head_dim, keys)
+    kbl, vtbl = ga._tail_layouts(head_dim)
 
     def desc(block, layout, dtype="fp8e4nv"):
         return f"tensordesc<{dtype}[{', '.join(map(str, block))}],{layout!r}>"
@@ -175,24 +179,28 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
     names = fn.arg_names
     q_box = (1, 1, ga.WG_M, head_dim)
     wg = ga.WARP_GROUPS[head_dim]
+    k_desc, vt_desc = desc((ga.BLOCK_N, head_dim), kl), desc((head_dim, ga.BLOCK_N), vl)
     signature = {"q_desc": desc(q_box, ga._query_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
-                 else desc((ga.WG_M, head_dim), ql), "k_desc": desc((ga.BLOCK_N, head_dim), kl),
-                 "vt_desc": desc((head_dim, ga.BLOCK_N), vl), "out_ptr": "*bf16", "sm_scale_log2": "fp32",
+                 else desc((ga.WG_M, head_dim), ql), "k_desc": k_desc, "vt_desc": vt_desc,
+                 # without WIDE the launch passes K's and V^T's maps again
+                 "kb_desc": desc((ga.TAIL_N, head_dim), kbl) if wide else k_desc,
+                 "vtb_desc": desc((head_dim, ga.TAIL_N), vtbl) if wide else vt_desc,
+                 "out_ptr": "*bf16", "sm_scale_log2": "fp32",
                  # per token the K descales' TMA map; per head the launch passes K's map again
-                 "kd_desc": f"tensordesc<fp32[1, {ga.BLOCK_N}],{kdl!r}>" if per_token
-                 else desc((ga.BLOCK_N, head_dim), kl),
+                 "kd_desc": f"tensordesc<fp32[1, {ga._key_descale_box(keys)}],{kdl!r}>" if per_token else k_desc,
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
-                                             "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES",
+                                             "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES", "WIDE",
                                              "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
                   (names.index("CONSUMER_REGS"),): wg.consumer_regs,
                   (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
-                  (names.index("num_warps"),): 4}
+                  (names.index("WIDE"),): wide, (names.index("num_warps"),): 4}
+    # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
@@ -241,9 +249,9 @@ def compile_only(head_dim: int) -> None:
 
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
-#: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46).
-VARIANTS = {"head": {}, "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
-                                  "-ks-early": dict(PRELOAD_KEY_SCALES={128: True, 64: True})}}
+#: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46-47).
+VARIANTS = {"head": {"-128keys": dict(KEYS_PER_BLOCK={128: 128, 64: 128})},
+            "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False})}}
 
 
 def gpu_run(shapes, records: list) -> None:

@@ -26,7 +26,9 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 22   # session 11: K loaded ahead of V; FA3's profile
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 23   # session 11: shallow reductions, key descales read early
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 24   # session 11: the kept kernel, key descales early or late; Gluon tests
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 25   # next: the 192-key probe beside the product under ncu
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 25   # session 12: the 192-key probe beside the product under ncu
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 26   # session 12: 192-key blocks in the product; Gluon tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 27   # session 12: whole calls, 192- against 128-key blocks
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -35,7 +37,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|25}"
+stage="${1:?usage: gpu_session.sh 1|2|...|27}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -364,7 +366,25 @@ case "$stage" in
   run wide 120 python benchmarks/gluon_wide_probe.py --shapes 24x8192x8192x128,24x16384x16384x128,12x32760x32760x128
   grep -E "speed" "$out/wide.log" >> "$summary"
   ;;
+26)
+  # Session 12: 192-key blocks in the product (D = 128 per head, NOTES 47): kernel only against
+  # 128-key blocks and FA3 FP8 at the five reference shapes, then the Gluon tests.
+  run gluon-wide 200 python benchmarks/gluon_attention.py --json "$out/gluon-wide.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128
+  run tests 280 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query or keys_per_head or dispatch"
+  grep -E "speed:" "$out/gluon-wide.log" | cut -d: -f2- | cut -c1-150 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-wide.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
+27)
+  # Session 12: whole calls from bf16 with 192-key blocks against 128-key ones, smooth-V
+  # (`balanced`) too, beside cuDNN, FA3 bf16 and torchao-style (our per-head quantization + FA3 FP8).
+  run whole 420 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/whole.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-head-128keys,accel-head-smooth-v,accel-head-smooth-v-128keys,accel-triton-token
+  tail -n 24 "$out/whole.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 25" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 27" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -73,6 +73,13 @@ WG_M = 64  # query rows per consumer warpgroup
 #: Keys per K / V^T tile. 256 spills 200 B and serializes the wgmmas (S 128 + P 32 + acc 64
 #: registers of 240); Gluon's tiles are powers of two, so not FA3's 224 (NOTES 37).
 BLOCK_N = MMA_KEY_BLOCK
+TAIL_N = 64  # a wide key block's second tile
+#: Keys per online-softmax step with per-head scales, by head dim: 192 is a 128-key and a 64-key
+#: tile under one row max, one row sum and one accumulator rescale (FA3 takes 224-key blocks for
+#: FP8 at D = 128). H200, D = 128, kernel only: 1.03-1.08x the 128-key blocks, 1.00-1.06x FA3 FP8
+#: (the probe, NOTES 47; its earlier 0.7x, NOTES 45, was ptxas spilling for 16-divisible Skv).
+#: Per token blocks stay at 128 keys: at 192 the key descales spill 1.5 KB (380 B read late).
+KEYS_PER_BLOCK = {128: 192, 64: 128}
 #: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
 #: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
 #: 1.00-1.25x / 1.01-1.30x, 0.90-0.95x FA3 FP8 per head, NOTES 44).
@@ -121,40 +128,62 @@ HEAD_DIMS = tuple(sorted(WARP_GROUPS))  # the kernel's; others take the Triton k
 # ring; it runs ahead across tiles, so the next tile's Q and first blocks land during this one.
 # --------------------------------------------------------------------------------------------
 @gluon.jit
-def _load_key_block(g, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
-                    PER_TOKEN: gl.constexpr):
-    """K_j (and per token its descales) into ring slot g % STAGES once the consumers freed it
-    (empty barriers start with their previous phase complete: the first lap passes). K's row
-    coordinate may be negative for block 0 (keys right-aligned): TMA fills zeros."""
+def _load_key_block(g, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
+                    PER_TOKEN: gl.constexpr, WIDE: gl.constexpr):
+    """K_j (with WIDE its 64-key tail too; per token its descales) into ring slot g % STAGES once
+    the consumers freed it (empty barriers start with their previous phase complete: the first
+    lap passes). K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills
+    zeros."""
     TILE_N: gl.constexpr = k_desc.block_type.shape[0]
     STAGES: gl.constexpr = k_bufs.type.shape[0]
+    if WIDE:
+        KEYS: gl.constexpr = TILE_N + kb_desc.block_type.shape[0]
+        NBYTES: gl.constexpr = k_desc.block_type.nbytes + kb_desc.block_type.nbytes
+    else:
+        KEYS: gl.constexpr = TILE_N
+        NBYTES: gl.constexpr = k_desc.block_type.nbytes
     stage = g % STAGES
     mbarrier.wait(k_empty.index(stage), ((g // STAGES) & 1) ^ 1)
     if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
-        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes + kd_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(kd_desc, [bh, j * TILE_N - kd_pad], k_ready.index(stage), ks_bufs.index(stage))
+        mbarrier.expect(k_ready.index(stage), NBYTES + kd_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(kd_desc, [bh, j * KEYS - kd_pad], k_ready.index(stage), ks_bufs.index(stage))
     else:
-        mbarrier.expect(k_ready.index(stage), k_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(k_desc, [kv_row + j * TILE_N, 0], k_ready.index(stage), k_bufs.index(stage))
+        mbarrier.expect(k_ready.index(stage), NBYTES)
+    tma.async_copy_global_to_shared(k_desc, [kv_row + j * KEYS, 0], k_ready.index(stage), k_bufs.index(stage))
+    if WIDE:
+        tma.async_copy_global_to_shared(kb_desc, [kv_row + j * KEYS + TILE_N, 0], k_ready.index(stage),
+                                        kb_bufs.index(stage))
 
 
 @gluon.jit
-def _load_value_block(g, j, vt_desc, vt_bufs, v_ready, v_empty, bh):
-    """V^T_j into ring slot g % STAGES once the consumers freed it (separate barriers from K's:
-    Q K^T of block j can start before V^T_j has landed)."""
+def _load_value_block(g, j, vt_desc, vtb_desc, vt_bufs, vtb_bufs, v_ready, v_empty, bh, vt_shift,
+                      WIDE: gl.constexpr):
+    """V^T_j (with WIDE its 64-key tail too) into ring slot g % STAGES once the consumers freed it
+    (separate barriers from K's: Q K^T of block j can start before V^T_j has landed). V^T is
+    padded for 128-key blocks; a wide block's columns start vt_shift earlier (a multiple of 64:
+    the 32-key mma-order chunks line up), block 0's negative columns read as zeros."""
     TILE_N: gl.constexpr = vt_desc.block_type.shape[1]
     HEAD_DIM: gl.constexpr = vt_desc.block_type.shape[0]
     STAGES: gl.constexpr = vt_bufs.type.shape[0]
     stage = g % STAGES
     mbarrier.wait(v_empty.index(stage), ((g // STAGES) & 1) ^ 1)
-    mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage), vt_bufs.index(stage))
+    if WIDE:
+        KEYS: gl.constexpr = TILE_N + vtb_desc.block_type.shape[1]
+        mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes + vtb_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * KEYS - vt_shift], v_ready.index(stage),
+                                        vt_bufs.index(stage))
+        tma.async_copy_global_to_shared(vtb_desc, [bh * HEAD_DIM, j * KEYS - vt_shift + TILE_N], v_ready.index(stage),
+                                        vtb_bufs.index(stage))
+    else:
+        mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage),
+                                        vt_bufs.index(stage))
 
 
 @gluon.jit
-def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr):
-    (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready,
-     v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad) = args
+def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr, WIDE: gl.constexpr):
+    (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, q_ready,
+     q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, vt_shift) = args
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]  # Q tiles: (64, D), or (1, 1, 64, D) from the caller's view
     i = 0  # this CTA's tiles so far: Q buffer i % 2; key blocks counted across tiles
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
@@ -175,9 +204,9 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
         # K_j then V^T_j. K a block ahead of V^T (K_j before V^T_{j-1}) measured as fast at
         # D = 128 per head and up to 16% (head) / 28% (token) slower at D = 64 (NOTES 46).
         for j in range(n_blocks):
-            _load_key_block(base + j, j, kv_row, k_desc, kd_desc, k_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
-                            PER_TOKEN)
-            _load_value_block(base + j, j, vt_desc, vt_bufs, v_ready, v_empty, bh)
+            _load_key_block(base + j, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_bufs, k_ready, k_empty,
+                            bh, kd_pad, PER_TOKEN, WIDE)
+            _load_value_block(base + j, j, vt_desc, vtb_desc, vt_bufs, vtb_bufs, v_ready, v_empty, bh, vt_shift, WIDE)
         i += 1
 
 
@@ -219,21 +248,54 @@ def _quantize_rows(src, dst, num_warps: gl.constexpr):
 
 
 @gluon.jit
-def _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr):
+def _fold(sa, sb, op: gl.constexpr):
+    """A wide block's scores as one (64, 64) tensor in sb's layout: sa's two 64-key halves and sb
+    combined by ``op`` ("max" or "sum") element-wise. Every value stays in its thread (the halves
+    differ in one register bit), so one row reduction with its shuffles serves the 192 keys."""
+    M: gl.constexpr = sa.shape[0]
+    NB: gl.constexpr = sb.shape[1]
+    lo, hi = gl.split(gl.permute(gl.reshape(sa, [M, 2, NB]), [0, 2, 1]))
+    lo = gl.convert_layout(lo, sb.type.layout, assert_trivial=True)
+    hi = gl.convert_layout(hi, sb.type.layout, assert_trivial=True)
+    if op == "max":
+        return gl.maximum(gl.maximum(lo, hi), sb)
+    return lo + hi + sb
+
+
+@gluon.jit
+def _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr, WIDE: gl.constexpr):
     """One key block of the online softmax in log2 units; the scale rides on the exp2's FFMA.
     p comes out times 256 (P_SCALE) as exp2(x + 8): no multiply per score (FA3's max_offset).
-    ``qk_scale``: a scalar, or with ROW_SCALES one per row (the query descales folded in).
+    ``qk_scale``: a scalar, or with ROW_SCALES one per row (the query descales folded in). With
+    WIDE the block is ``s`` (128 keys) and ``sb`` (its 64-key tail) under one max and one sum;
+    otherwise ``sb`` is unread and ``pb`` a placeholder.
     Each row's max and sum are one chain of dependent FMNMX / FADD per thread (Triton reduces in
     order, ptxas keeps it); shorter chains (the same ops as a tree) measured mixed, -9% to +3%
     per head at D = 128 and 4-19% slower per token at D = 64 (NOTES 46)."""
-    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)  # qk_scale > 0: max commutes with it
+    row_s: gl.constexpr = m_i.type.layout
+    if WIDE:
+        m_blk = gl.convert_layout(gl.max(_fold(s, sb, "max"), axis=1), row_s, assert_trivial=True)
+    else:
+        m_blk = gl.max(s, axis=1)
+    m_new = gl.maximum(m_i, m_blk * qk_scale)  # qk_scale > 0: max commutes with it
     if ROW_SCALES:
         p = gl.exp2(s * gl.expand_dims(qk_scale, 1) - gl.expand_dims(m_new - 8.0, 1))
     else:
         p = gl.exp2(s * qk_scale - gl.expand_dims(m_new - 8.0, 1))
     alpha = gl.exp2(m_i - m_new)  # first block: exp2(-inf) = 0, and l = acc = 0 anyway
-    l_i = l_i * alpha + gl.sum(p, axis=1)  # the row sum uses unquantized P
-    return p, alpha, l_i, m_new
+    if WIDE:
+        row_b: gl.constexpr = gl.SliceLayout(1, sb.type.layout)
+        if ROW_SCALES:
+            scale_b = gl.expand_dims(gl.convert_layout(qk_scale, row_b, assert_trivial=True), 1)
+        else:
+            scale_b = qk_scale
+        pb = gl.exp2(sb * scale_b - gl.expand_dims(gl.convert_layout(m_new - 8.0, row_b, assert_trivial=True), 1))
+        l_blk = gl.convert_layout(gl.sum(_fold(p, pb, "sum"), axis=1), row_s, assert_trivial=True)
+    else:
+        pb = 0.0
+        l_blk = gl.sum(p, axis=1)
+    l_i = l_i * alpha + l_blk  # the row sum uses unquantized P
+    return p, pb, alpha, l_i, m_new
 
 
 @gluon.jit
@@ -254,51 +316,109 @@ def _p_operand(p, p_layout: gl.constexpr):
 
 
 @gluon.jit
-def _kv_step(j, g, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty,
-             s_init, qk_scale, p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr,
-             ROW_SCALES: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr):
+def _scores(q_smem, ring, stage, s_init, sb_init, WIDE: gl.constexpr):
+    """Issue S = Q K^T of the block in ring slot ``stage`` (with WIDE two wgmmas: 128 keys and the
+    64-key tail); returns (s, sb), sb = s_init unread when not WIDE."""
+    k_bufs, kb_bufs = ring[0], ring[1]
+    s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
+    if WIDE:
+        sb = warpgroup_mma(q_smem, kb_bufs.index(stage).permute((1, 0)), sb_init, use_acc=False, is_async=True)
+    else:
+        sb = sb_init
+    return s, sb
+
+
+@gluon.jit
+def _p_operands(p, pb, p_layout: gl.constexpr, WIDE: gl.constexpr):
+    """P (and with WIDE its 64-key tail) as e4m3 A operands of P V (pb8 = p8 when not WIDE)."""
+    p8 = _p_operand(p, p_layout)
+    if WIDE:
+        pb8 = _p_operand(pb, p_layout)
+    else:
+        pb8 = p8
+    return p8, pb8
+
+
+@gluon.jit
+def _pv(acc, p8, pb8, ring, stage, WIDE: gl.constexpr):
+    """Issue acc += P V of the block in ring slot ``stage``."""
+    vt_bufs, vtb_bufs = ring[2], ring[3]
+    acc = warpgroup_mma(p8, vt_bufs.index(stage).permute((1, 0)), acc, is_async=True)
+    if WIDE:
+        acc = warpgroup_mma(pb8, vtb_bufs.index(stage).permute((1, 0)), acc, is_async=True)
+    return acc
+
+
+@gluon.jit
+def _key_scales(ring, stage, s_init, sb_init, WIDE: gl.constexpr):
+    """Per token, the key descales of the block in ring slot ``stage`` as (1, keys) rows in the
+    layouts of the scores ``s_init`` and ``sb_init`` (broadcast over the query rows): (ks, ksb),
+    ksb = ks when not WIDE."""
+    ks_bufs = ring[4]
+    TILE_N: gl.constexpr = ring[0].type.shape[1]
+    ks = ks_bufs.index(stage).slice(0, TILE_N, dim=1).load(s_init.type.layout)
+    if WIDE:
+        ksb = ks_bufs.index(stage).slice(TILE_N, ring[1].type.shape[1], dim=1).load(sb_init.type.layout)
+    else:
+        ksb = ks
+    return ks, ksb
+
+
+@gluon.jit
+def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, qk_scale, p_layout: gl.constexpr,
+             row_o: gl.constexpr, PER_TOKEN: gl.constexpr, ROW_SCALES: gl.constexpr,
+             PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
-    S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight."""
-    STAGES: gl.constexpr = k_bufs.type.shape[0]
+    S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight.
+    ``ring``: (k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty)."""
+    k_ready, k_empty, v_ready, v_empty = ring[5], ring[6], ring[7], ring[8]
+    STAGES: gl.constexpr = k_ready.type.shape[0]
     stage = g % STAGES
     prev = (g - 1) % STAGES
     acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
     # V^T_{j-2}'s slot is free once P_{j-2} V_{j-2} has retired (no P V before j = 2).
     mbarrier.arrive(v_empty.index((g - 2 + STAGES) % STAGES), count=1, pred=j >= 2)
     acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-    p8 = _p_operand(p, p_layout)
+    p8, pb8 = _p_operands(p, pb, p_layout, WIDE)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
     if PER_TOKEN and PRELOAD_KEY_SCALES:  # read before the wgmmas: the loads' latency hides under them
-        ks = ks_bufs.index(stage).load(s_init.type.layout)
-    s = warpgroup_mma(q_smem, k_bufs.index(stage).permute((1, 0)), s_init, use_acc=False, is_async=True)
+        ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
+    s, sb = _scores(q_smem, ring, stage, s_init, sb_init, WIDE)
     mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
-    acc = warpgroup_mma(p8, vt_bufs.index(prev).permute((1, 0)), acc, is_async=True)
-    # wgmma groups retire in order: with one outstanding, S_j is done and P V keeps running
-    # under the softmax below.
-    s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
+    acc = _pv(acc, p8, pb8, ring, prev, WIDE)
+    # wgmma groups retire in order: with P V's one or two outstanding, S_j is done and P V keeps
+    # running under the softmax below.
+    if WIDE:
+        s, sb = warpgroup_mma_wait(num_outstanding=2, deps=(s, sb))
+    else:
+        s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
     if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
-        if PRELOAD_KEY_SCALES:
-            s = s * ks
-        else:
-            s = s * ks_bufs.index(stage).load(s.type.layout)  # (1, TILE_N): broadcast over the rows
+        if not PRELOAD_KEY_SCALES:
+            ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
+        s = s * ks
+        if WIDE:
+            sb = sb * ksb
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
-    return acc, p, alpha, l_i, m_i
+    p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
+    return acc, p, pb, alpha, l_i, m_i
 
 
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
+              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr, num_warps: gl.constexpr,
+              WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
-    into its own e4m3 buffer ``q8_bufs[WG]``. ``args``: the kernel's buffers, barriers and runtime
+    into its own e4m3 buffer ``q8_bufs[WG]``. With WIDE a key block is 128 + 64 keys (two wgmmas
+    each way, one online-softmax step). ``args``: the kernel's buffers, barriers and runtime
     scalars, unpacked below."""
-    (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, out_ptr,
-     v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks,
-     key_pad, sm_scale_log2) = args
+    (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready, k_empty,
+     v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
+     n_tiles, n_blocks, key_pad, sm_scale_log2) = args
+    ring = (k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty)
     TILE_M: gl.constexpr = q8_bufs.type.shape[1]
     HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
     ROW_SCALES: gl.constexpr = PER_TOKEN or QUANTIZE_Q  # qk_scale: one per query row
@@ -319,6 +439,15 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
     cols = gl.arange(0, TILE_N, layout=gl.SliceLayout(0, s_layout))
     d = gl.arange(0, HEAD_DIM, layout=col_o)
     s_init = gl.zeros([TILE_M, TILE_N], gl.float32, s_layout)  # ignored: use_acc=False
+    vm_layout: gl.constexpr = gl.BlockedLayout([1], [32], [num_warps], [0])
+    if WIDE:  # the 64-key tail's scores
+        TAIL_N: gl.constexpr = kb_bufs.type.shape[1]
+        sb_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                            instr_shape=[16, TAIL_N, 32])
+        cols_b = TILE_N + gl.arange(0, TAIL_N, layout=gl.SliceLayout(0, sb_layout))
+        sb_init = gl.zeros([TILE_M, TAIL_N], gl.float32, sb_layout)
+    else:
+        sb_init = s_init  # unread
 
     i = 0  # this CTA's tiles so far (as the producer counts them)
     for t in range(gl.program_id(0), n_tiles, gl.num_programs(0)):
@@ -326,6 +455,12 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         row0 = ((t % n_m) * CONSUMERS + WG) * TILE_M  # this warpgroup's first query row
         qb = i % 2
         base = i * n_blocks  # key block 0's number across the CTA's tiles
+        if HAS_V_MEAN:  # V's mean waits in shared memory: loaded in the epilogue, it made the
+            # wide blocks' main loop spill 1 KB (ptxas, NOTES 47)
+            vm_smem = vm_bufs.index(WG)
+            gl.thread_barrier()  # every thread has read the previous tile's
+            vm_smem.store(gl.load(v_mean_ptr + bh * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=vm_layout)))
+            gl.thread_barrier()
         if QUANTIZE_Q:  # rows past Sq arrived as zeros: descale 1
             q_smem = q8_bufs.index(WG)  # free: the previous tile's wgmmas have all retired
             mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
@@ -354,13 +489,21 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         if not QUANTIZE_Q:
             mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
         mbarrier.wait(k_ready.index(stage0), (base // STAGES) & 1)
-        s = warpgroup_mma(q_smem, k_bufs.index(stage0).permute((1, 0)), s_init, use_acc=False, is_async=True)
-        s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
+        s, sb = _scores(q_smem, ring, stage0, s_init, sb_init, WIDE)
+        if WIDE:
+            s, sb = warpgroup_mma_wait(num_outstanding=0, deps=(s, sb))
+        else:
+            s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
         if PER_TOKEN:
-            s = s * ks_bufs.index(stage0).load(s_layout)
+            ks, ksb = _key_scales(ring, stage0, s_init, sb_init, WIDE)
+            s = s * ks
+            if WIDE:
+                sb = sb * ksb
         mbarrier.arrive(k_empty.index(stage0), count=1)  # one elected thread per consumer: count 2
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
-        p, alpha, l_i, m_i = _online_softmax(s, m_i, l_i, qk_scale, ROW_SCALES)
+        if WIDE:
+            sb = gl.where(gl.expand_dims(cols_b >= key_pad, 0), sb, float("-inf"))
+        p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -368,13 +511,13 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         # Block 1 is peeled (n_blocks >= 2): without it ptxas serializes every wgmma of a worker
         # partition ("C7512 ... insufficient register resources"); peeled, the loop is entered or
         # skipped with P V in flight on both paths.
-        acc, p, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs, ks_bufs,
-                                           k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout, row_o,
-                                           PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
+        acc, p, pb, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init,
+                                               sb_init, qk_scale, p_layout, row_o, PER_TOKEN, ROW_SCALES,
+                                               PRELOAD_KEY_SCALES, WIDE)
         for j in range(2, n_blocks):
-            acc, p, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, alpha, l_i, m_i, q_smem, k_bufs, vt_bufs,
-                                               ks_bufs, k_ready, k_empty, v_ready, v_empty, s_init, qk_scale, p_layout,
-                                               row_o, PER_TOKEN, ROW_SCALES, PRELOAD_KEY_SCALES)
+            acc, p, pb, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init,
+                                                   sb_init, qk_scale, p_layout, row_o, PER_TOKEN, ROW_SCALES,
+                                                   PRELOAD_KEY_SCALES, WIDE)
         if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
             mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -383,9 +526,9 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index((last - 1) % STAGES), count=1)
         acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
-        p8 = _p_operand(p, p_layout)
+        p8, pb8 = _p_operands(p, pb, p_layout, WIDE)
         mbarrier.wait(v_ready.index(last % STAGES), (last // STAGES) & 1)
-        acc = warpgroup_mma(p8, vt_bufs.index(last % STAGES).permute((1, 0)), acc, is_async=True)
+        acc = _pv(acc, p8, pb8, ring, last % STAGES, WIDE)
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
 
@@ -397,7 +540,7 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         else:
             out = acc * gl.expand_dims(gl.load(v_descale_ptr + bh) * inv_l, 1)
         if HAS_V_MEAN:
-            out = out + gl.expand_dims(gl.load(v_mean_ptr + bh * HEAD_DIM + d), 0)
+            out = out + gl.expand_dims(vm_smem.load(col_o), 0)
         row = row0 + gl.arange(0, TILE_M, layout=row_o)
         o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
         ptrs = o_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
@@ -429,21 +572,23 @@ def _allocate_barriers(STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
     return q_ready, q_empty, k_ready, k_empty, v_ready, v_empty
 
 
-@gluon.jit
-def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr,
-                            v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s, sqd_bh, kd_pad,
-                            HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-                            Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr, CONSUMERS: gl.constexpr,
-                            CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
-                            num_warps: gl.constexpr):
+@gluon.jit(do_not_specialize_on_alignment=["Skv"])  # a 16-divisible Skv spilled 588 B (NOTES 47)
+def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out_ptr, q_descale_ptr,
+                            k_descale_ptr, v_descale_ptr, v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s,
+                            sqd_bh, kd_pad, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
+                            QUANTIZE_Q: gl.constexpr, Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr,
+                            CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
+                            WIDE: gl.constexpr, num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
-    stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes of (B*H, ...) rows whose key 0 is
-    column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
+    stride sqd_bh, K's by TMA (kd_desc: 1 x TILE_N boxes, 1 x 256 with WIDE, of (B*H, ...) rows
+    whose key 0 is column kd_pad; per head any descriptor, unread) and V's (B*H, D); v_mean fp32 (B*H, D) if
     HAS_V_MEAN; out a (B, H, Sq, D) view with unit last stride. QUANTIZE_Q: q_desc maps the
     caller's bf16/fp16 (B, H, Sq, D) view in (1, 1, 64, D) boxes instead, q_descale_ptr is
     unread, and the consumers quantize each row (Q8_LAYOUT: their e4m3 buffers' layout).
+    WIDE: key blocks of 192 keys, K and V^T in 128-key boxes (k_desc, vt_desc) and 64-key ones
+    (kb_desc, vtb_desc; without WIDE any descriptors, unread); V^T keeps its 128-key padding.
     num_warps = 4: the default partition is consumer warpgroup 0; CONSUMER_REGS: the registers
     setmaxnreg gives each consumer warpgroup."""
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]
@@ -455,11 +600,18 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
 
     n_m = gl.cdiv(Sq, CONSUMERS * WG_M)
     n_tiles = n_m * BH
-    n_blocks = gl.cdiv(Skv, TILE_N)
-    key_pad = n_blocks * TILE_N - Skv  # V^T's zero columns before the first key
+    if WIDE:
+        KEYS: gl.constexpr = TILE_N + kb_desc.block_type.shape[0]
+        gl.static_assert(vtb_desc.block_type.shape[1] == kb_desc.block_type.shape[0])
+    else:
+        KEYS: gl.constexpr = TILE_N
+    n_blocks = gl.cdiv(Skv, KEYS)
+    key_pad = n_blocks * KEYS - Skv  # padding columns before the first key (block 0's mask)
+    vt_shift = key_pad - (gl.cdiv(Skv, TILE_N) * TILE_N - Skv)  # V^T is padded for 128-key blocks
 
     # Shared memory at D = 128: Q 2 tiles x 2 x 8 KB (QUANTIZE_Q: 2 x 2 x 16 KB of bf16, and 2 x
-    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)); at D = 64 half, x 3/2 for Q.
+    # 8 KB of e4m3) + STAGES x (K 16 KB + V^T 16 KB (+ K descales 512 B)), with WIDE x 3/2 (K
+    # descales 1 KB); at D = 64 half, x 3/2 for Q.
     q_bufs = gl.allocate_shared_memory(q_desc.dtype, [2 * CONSUMERS] + q_desc.block_type.shape, q_desc.layout)
     if QUANTIZE_Q:
         q8_bufs = gl.allocate_shared_memory(gl.float8e4nv, [CONSUMERS, WG_M, HEAD_DIM], Q8_LAYOUT)
@@ -467,8 +619,19 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
         q8_bufs = q_bufs  # unread: the consumers take their e4m3 Q from q_bufs
     k_bufs = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     vt_bufs = gl.allocate_shared_memory(vt_desc.dtype, [STAGES] + vt_desc.block_type.shape, vt_desc.layout)
+    if WIDE:
+        kb_bufs = gl.allocate_shared_memory(kb_desc.dtype, [STAGES] + kb_desc.block_type.shape, kb_desc.layout)
+        vtb_bufs = gl.allocate_shared_memory(vtb_desc.dtype, [STAGES] + vtb_desc.block_type.shape, vtb_desc.layout)
+    else:
+        kb_bufs = k_bufs  # unread
+        vtb_bufs = vt_bufs  # unread
+    if HAS_V_MEAN:  # one row per consumer warpgroup
+        vm_bufs = gl.allocate_shared_memory(gl.float32, [CONSUMERS, HEAD_DIM],
+                                            gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
+    else:
+        vm_bufs = k_bufs  # unread
     if PER_TOKEN:
-        gl.static_assert(kd_desc.block_type.shape[1] == TILE_N)
+        gl.static_assert(kd_desc.block_type.shape[1] >= KEYS)
         ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
     else:
         ks_bufs = k_bufs  # unread
@@ -479,25 +642,26 @@ def _gluon_attention_kernel(q_desc, k_desc, vt_desc, kd_desc, out_ptr, q_descale
     # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what
     # they leave.
     # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
-    consumer = (q_bufs, q8_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty,
-                out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq,
-                n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
-    producer = (q_desc, k_desc, vt_desc, kd_desc, q_bufs, k_bufs, vt_bufs, ks_bufs, q_ready, q_empty, k_ready, k_empty,
-                v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad)
+    consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready, k_empty,
+                v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+                so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
+    producer = (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs,
+                ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks,
+                key_pad, kd_pad, vt_shift)
     if CONSUMERS == 2:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         num_warps, 0)),
+                                         WIDE, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         num_warps, 1)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 1], [CONSUMER_REGS, 24])
+                                         WIDE, num_warps, 1)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1], [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         num_warps, 0)),
+                                         WIDE, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         num_warps, 1)),
+                                         WIDE, num_warps, 1)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         num_warps, 2)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS))], [4, 4, 1],
+                                         WIDE, num_warps, 2)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
 
@@ -531,13 +695,28 @@ def gluon_unsupported_reason(head_dim: int, seq_kv: int, is_causal: bool, return
     return None
 
 
+def _key_descale_box(keys: int) -> int:
+    """Per-token key descales loaded per block: a power of two (Gluon's shared tiles) >= keys."""
+    return 1 << (keys - 1).bit_length()
+
+
 @functools.lru_cache(maxsize=None)
-def _layouts(head_dim: int):
+def _layouts(head_dim: int, keys: int = BLOCK_N):
+    """Shared layouts of Q's, K's and V^T's 128-key tiles, and of the key descales of a block of
+    ``keys`` keys."""
     fp8 = gl.float8e4nv
     return (gl.NVMMASharedLayout.get_default_for([WG_M, head_dim], fp8),
             gl.NVMMASharedLayout.get_default_for([BLOCK_N, head_dim], fp8),
             gl.NVMMASharedLayout.get_default_for([head_dim, BLOCK_N], fp8),
-            gl.NVMMASharedLayout.get_default_for([1, BLOCK_N], gl.float32))
+            gl.NVMMASharedLayout.get_default_for([1, _key_descale_box(keys)], gl.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def _tail_layouts(head_dim: int):
+    """Shared layouts of K's and V^T's 64-key tiles (a wide block's tail)."""
+    fp8 = gl.float8e4nv
+    return (gl.NVMMASharedLayout.get_default_for([TAIL_N, head_dim], fp8),
+            gl.NVMMASharedLayout.get_default_for([head_dim, TAIL_N], fp8))
 
 
 @functools.lru_cache(maxsize=None)
@@ -557,6 +736,13 @@ def query_in_kernel_reason(q: torch.Tensor) -> str | None:
     return None
 
 
+def key_block(head_dim: int, per_token: bool, seq_kv: int) -> int:
+    """Keys per online-softmax step of a call: KEYS_PER_BLOCK's per head when the call has two
+    such blocks (the kernel peels its second), else 128."""
+    keys = BLOCK_N if per_token else KEYS_PER_BLOCK[head_dim]
+    return keys if seq_kv > keys else BLOCK_N
+
+
 def persistent_grid(seq_kv: int) -> bool:
     """Whether a call loops over tiles in one CTA per SM (the next tile's loads and start overlap
     this one's end) or launches one CTA per tile: see PERSISTENT_MAX_KEYS."""
@@ -568,18 +754,20 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _key_descale_desc(k_descale: torch.Tensor, layout):
-    """(TMA map of per-token key descales, kd_pad): block j's descales start at column
-    128 j - kd_pad of row b*H + h. A TMA box must start on 16 bytes in its innermost dimension
-    (an fp32 start at 4 n + 1 is an illegal instruction on H100/H200), so the quantizer's rows
-    (16-float aligned) serve as they are when their padded first block starts on 4 keys, and a
-    right-aligned copy (zeros first, whole blocks: kd_pad = 0) otherwise."""
+def _key_descale_desc(k_descale: torch.Tensor, keys: int, layout):
+    """(TMA map of per-token key descales, kd_pad) for blocks of ``keys`` keys: block j's
+    descales start at column keys * j - kd_pad of row b*H + h (a box of _key_descale_box(keys);
+    columns past the row read as zeros). A TMA box must start on 16 bytes in its innermost
+    dimension (an fp32 start at 4 n + 1 is an illegal instruction on H100/H200), so the
+    quantizer's rows (16-float aligned) serve as they are when their padded first block starts on
+    4 keys, and a right-aligned copy (zeros first, whole blocks: kd_pad = 0) otherwise."""
     B, H, Skv = k_descale.shape
-    key_pad = -Skv % BLOCK_N
+    key_pad = -Skv % keys
+    box = [1, _key_descale_box(keys)]
     if key_pad % 4 == 0 and k_descale.stride(1) % 4 == 0 and k_descale.data_ptr() % 16 == 0:
-        return TensorDescriptor.from_tensor(k_descale.view(B * H, Skv), [1, BLOCK_N], layout), key_pad
+        return TensorDescriptor.from_tensor(k_descale.view(B * H, Skv), box, layout), key_pad
     aligned = torch.nn.functional.pad(k_descale, (key_pad, 0)).view(B * H, key_pad + Skv)
-    return TensorDescriptor.from_tensor(aligned, [1, BLOCK_N], layout), 0
+    return TensorDescriptor.from_tensor(aligned, box, layout), 0
 
 
 @functools.lru_cache(maxsize=64)
@@ -626,6 +814,7 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     assert Skv > BLOCK_N, f"the kernel peels its second key block: {Skv} keys"
     quantize_q = q.dtype != torch.float8_e4m3fn
     per_token = k_descale.dim() == 3
+    keys = key_block(D, per_token, Skv)
     if quantize_q:
         assert query_in_kernel_reason(q) is None, query_in_kernel_reason(q)
         q_descale = k_descale  # unread: any real tensor
@@ -640,7 +829,8 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     else:
         assert k_descale.numel() == v_descale.numel() == B * H
     assert k8.is_contiguous() and v8t.is_contiguous() and out.stride(3) == 1
-    ql, kl, vl, kdl = _layouts(D)
+    wide = keys > BLOCK_N
+    ql, kl, vl, kdl = _layouts(D, keys)
     if quantize_q:
         q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, WG_M, D), _query_layout(D, q.dtype))
     else:
@@ -648,16 +838,21 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         q_desc = _rows_desc(q, (WG_M, D), ql)
     k_desc = _rows_desc(k8, (BLOCK_N, D), kl)
     vt_desc = _rows_desc(v8t, (D, BLOCK_N), vl)
-    kd_desc, kd_pad = _key_descale_desc(k_descale, kdl) if per_token else (k_desc, 0)
+    if wide:
+        kbl, vtbl = _tail_layouts(D)
+        kb_desc, vtb_desc = _rows_desc(k8, (TAIL_N, D), kbl), _rows_desc(v8t, (D, TAIL_N), vtbl)
+    else:
+        kb_desc, vtb_desc = k_desc, vt_desc  # unread
+    kd_desc, kd_pad = _key_descale_desc(k_descale, keys, kdl) if per_token else (k_desc, 0)
     has_mean = v_mean is not None
     wg = WARP_GROUPS[D]
     tiles = -(-Sq // wg.block_m) * B * H
     if persistent is None:
         persistent = persistent_grid(Skv)
     _gluon_attention_kernel[(min(tiles, _sm_count(q.device)) if persistent else tiles,)](
-        q_desc, k_desc, vt_desc, kd_desc, out, q_descale, k_descale, v_descale, v_mean if has_mean else v_descale,
-        sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
+        q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out, q_descale, k_descale, v_descale,
+        v_mean if has_mean else v_descale, sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
-        num_warps=4, maxnreg=wg.maxnreg)
+        WIDE=wide, num_warps=4, maxnreg=wg.maxnreg)

@@ -221,11 +221,14 @@ def gluon_from_two_key_blocks(monkeypatch):
 @needs_gluon
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("kind", ["gaussian", "offset_k", "outliers", "activation"])
-@pytest.mark.parametrize("shape", [(3, 257, 257), (4, 1000, 512), (2, 300, 4097), (2, 1, 640), (2, 8192, 8192)])
+@pytest.mark.parametrize("shape", [(3, 257, 257), (4, 1000, 512), (2, 300, 4097), (2, 1, 640), (2, 8192, 8192),
+                                   (3, 257, 150), (2, 300, 200)])
 def test_gluon_kernel_small_and_tail_shapes(kind, shape, granularity, gluon_from_two_key_blocks):
     """Calls without LSE take the Gluon kernel on Hopper (here down to two key blocks, below the
-    speed threshold): key counts that are not whole blocks (the padded first block), query counts
-    that are not whole tiles (masked stores), per-head and per-token scales."""
+    speed threshold): key counts that are not whole blocks (the padded first block: with 192-key
+    blocks 64-184 padding keys, so block 0's 128-key tile fully masked at 640 and 200 keys; 150
+    keys take 128-key blocks), query counts that are not whole tiles (masked stores), per-head
+    and per-token scales."""
     from accel.kernels.dispatch import attention_kernel
 
     heads, sq, skv = shape

@@ -168,12 +168,14 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
 
+@pytest.mark.parametrize("keys", [128, 192])
 @pytest.mark.parametrize("tokens", [257, 2100, 4097, 4608])
-def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens):
+def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens, keys):
     """Per-token key descales reach the Gluon kernel by TMA, whose boxes must start on 16 bytes
     (an fp32 box at 4 n + 1 is an illegal instruction on H100): the quantizer's rows serve as they
     are when block 0's padding is a multiple of 4 keys; otherwise a right-aligned copy does, whose
-    leading padding is zeros. Either way every block's box starts on 16 bytes."""
+    leading padding is zeros. Either way every block's box starts on 16 bytes, for 128- and
+    192-key blocks (boxes of 128 and 256 descales)."""
     from accel.kernels import gluon_attention as ga
     from accel.kernels import quantize
 
@@ -181,14 +183,15 @@ def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens):
         pytest.skip(f"no Gluon API here: {ga._IMPORT_ERROR!r}")
     x = torch.randn(1, 3, tokens, 128, device=DEVICE, generator=_gen()).bfloat16()
     kd = quantize.quantize_many([quantize.QuantizeJob(x, "token")])[0].descale
-    desc, kd_pad = ga._key_descale_desc(kd, ga._layouts(128)[3])
-    key_pad = -tokens % ga.BLOCK_N
+    desc, kd_pad = ga._key_descale_desc(kd, keys, ga._layouts(128, keys)[3])
+    assert desc.block_shape == [1, 128 if keys == 128 else 256]
+    key_pad = -tokens % keys
     assert kd_pad == (key_pad if key_pad % 4 == 0 else 0)
     rows = desc.base
     assert rows.data_ptr() % 16 == 0 and rows.stride(0) % 4 == 0 and (kd_pad * 4) % 16 == 0
     assert torch.equal(rows[:, key_pad - kd_pad:key_pad - kd_pad + tokens], kd.view(3, tokens))
     if kd_pad == 0:
-        assert rows.shape[1] % ga.BLOCK_N == 0 and not rows[:, :key_pad].any()
+        assert rows.shape[1] % keys == 0 and not rows[:, :key_pad].any()
 
 
 def test_gluon_descriptors_from_checked_fields_match_triton_s():
@@ -221,7 +224,7 @@ def test_gluon_warp_groups_fit_the_register_file():
     per-head-dim table names the same head dims."""
     from accel.kernels import gluon_attention as ga
 
-    assert set(ga.WARP_GROUPS) == set(ga.HEAD_DIMS) == set(ga.PRELOAD_KEY_SCALES)
+    assert set(ga.WARP_GROUPS) == set(ga.HEAD_DIMS) == set(ga.PRELOAD_KEY_SCALES) == set(ga.KEYS_PER_BLOCK)
     for head_dim, wg in ga.WARP_GROUPS.items():
         warpgroups = wg.consumers + 1  # the producer's single warp takes a warpgroup's registers
         assert wg.maxnreg * warpgroups * 128 <= 65536, head_dim

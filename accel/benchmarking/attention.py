@@ -145,6 +145,11 @@ def methods():
         "accel-token-triton-kernel": (None, fp8_with("token", gluon_attention, MIN_KEYS=1 << 62)),
         **{f"accel-{g}-triton-d64": (None, fp8_with(g, gluon_attention, DISPATCHED_HEAD_DIMS=(128,)))
            for g in ("head", "token")},
+        # 128-key blocks at every head dim (NOTES 47: 192 at D = 128 per head); smooth-V: `balanced`'s numerics
+        "accel-head-128keys": (None, fp8_with("head", gluon_attention, KEYS_PER_BLOCK={128: 128, 64: 128})),
+        "accel-head-smooth-v": (None, fp8("triton", "head", smooth_v=True)),
+        "accel-head-smooth-v-128keys": (None, with_settings(gluon_attention, fp8("triton", "head", smooth_v=True),
+                                                            KEYS_PER_BLOCK={128: 128, 64: 128})),
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
         "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
         "accel-token-hadamard": (None, fp8("triton", "token", hadamard=True)),
