@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import json
 import os
 import re
@@ -193,13 +194,14 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
                                              "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES", "WIDE",
-                                             "num_warps")}}
+                                             "V_MEAN_IN_SHARED", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
                   (names.index("CONSUMER_REGS"),): wg.consumer_regs,
                   (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
-                  (names.index("WIDE"),): wide, (names.index("num_warps"),): 4}
+                  (names.index("WIDE"),): wide, (names.index("V_MEAN_IN_SHARED"),): ga.V_MEAN_IN_SHARED[wide],
+                  (names.index("num_warps"),): 4}
     # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
                "sqd_bh")
@@ -249,9 +251,16 @@ def compile_only(head_dim: int) -> None:
 
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
+_NARROW = dict(KEYS_PER_BLOCK={128: 128, 64: 128})  # 128-key blocks per head too
 #: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46-47).
-VARIANTS = {"head": {"-128keys": dict(KEYS_PER_BLOCK={128: 128, 64: 128})},
+VARIANTS = {"head": {"-128keys": _NARROW},
             "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False})}}
+
+
+#: Rows "gluon-<granularity>-vmean<suffix>": smooth-V's mean from shared or global memory (NOTES 47).
+VMEAN_VARIANTS = {"head": {"-128keys": _NARROW, "-128keys-shared": dict(_NARROW, V_MEAN_IN_SHARED={True: True,
+                                                                                                  False: True})},
+                  "token": {"-shared": dict(V_MEAN_IN_SHARED={True: True, False: True})}}
 
 
 def gpu_run(shapes, records: list) -> None:
@@ -309,7 +318,16 @@ def gpu_run(shapes, records: list) -> None:
         ref, _ = exact_attention(q, k, v, rows=rows)
         out = torch.empty_like(q)
         q_bshd = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, S, D) view of (B, S, H, D) memory
-        runs = {**kernels(*head, out, d, "head", q_bshd), **kernels(*inputs(q, k, v, "token"), out, d, "token", q_bshd)}
+        token = inputs(q, k, v, "token")
+        runs = {**kernels(*head, out, d, "head", q_bshd), **kernels(*token, out, d, "token", q_bshd)}
+        for tag, (q8_, k8_, qd_, kd_, *_) in (("head", head), ("token", token)):
+            # smooth-V (`balanced`, `quality`): V^T of V - mean, the mean added in the epilogue
+            v8t_s, vd_s, v_mean = ops.quantize_value(v, tag, True, True, "mma")
+            run = functools.partial(ga.launch_gluon_attention, q8_, k8_, v8t_s, qd_, kd_, vd_s, out, d ** -0.5,
+                                    v_mean, True)
+            runs[f"gluon-{tag}-vmean"] = run
+            for suffix, settings in VMEAN_VARIANTS[tag].items():
+                runs[f"gluon-{tag}-vmean{suffix}"] = with_settings(ga, run, **settings)
         if fa3:
             def run_fa3():  # FA3 reads (B, S, H, D); writes its own output, copied for the check
                 o = flash_attn_interface.flash_attn_func(*(t.transpose(1, 2) for t in (q8, k8, v8)), q_descale=qd,
@@ -340,7 +358,7 @@ def gpu_run(shapes, records: list) -> None:
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
             others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", *(f"gluon-{g}{x}" for x in VARIANTS[g]),
-                      "fa3-fp8")
+                      f"gluon-{g}-vmean", *(f"gluon-{g}-vmean{x}" for x in VMEAN_VARIANTS[g]), "fa3-fp8")
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
             q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
             ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"

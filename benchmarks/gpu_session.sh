@@ -29,6 +29,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 25   # session 12: the 192-key probe beside the product under ncu
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 26   # session 12: 192-key blocks in the product; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 27   # session 12: whole calls, 192- against 128-key blocks
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 28   # session 12: smooth-V's mean, shared or global memory
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -37,7 +38,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|27}"
+stage="${1:?usage: gpu_session.sh 1|2|...|28}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -384,7 +385,15 @@ case "$stage" in
     --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-head-128keys,accel-head-smooth-v,accel-head-smooth-v-128keys,accel-triton-token
   tail -n 24 "$out/whole.log"
   ;;
+28)
+  # Session 12: smooth-V's mean from shared or global memory (stage 27: narrow blocks with
+  # smooth-V ran 16% slower than without), wide and narrow blocks, per head and per token.
+  run gluon-vmean 400 python benchmarks/gluon_attention.py --json "$out/gluon-vmean.json" --shapes \
+    24x8192x8192x128,12x32760x32760x128,40x75600x75600x128,24x8192x8192x64
+  grep -E "speed:" "$out/gluon-vmean.log" | cut -d: -f2- | cut -c1-220 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-vmean.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 27" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 28" >&2; exit 2 ;;
 esac
 cat "$summary"

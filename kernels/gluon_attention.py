@@ -100,6 +100,10 @@ NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then up to
 #: 1.01x at 24x4608-16384, 1.10x at 12x32760 (NOTES 46). 32 more live registers: at D = 64 (160
 #: a thread) they spill 292 B and run 4-32% slower.
 PRELOAD_KEY_SCALES = {128: True, 64: False}
+#: smooth-V's mean read from shared memory in the epilogue (each consumer stores its tile's row
+#: at the tile's start) or straight from global memory, by whether the key blocks are wide. From
+#: global memory the wide blocks' main loop spilled 1 KB (ptxas, NOTES 47).
+V_MEAN_IN_SHARED = {True: True, False: False}
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 
@@ -407,8 +411,8 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
 
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
-              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr, num_warps: gl.constexpr,
-              WG: gl.constexpr):
+              CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr,
+              V_MEAN_IN_SHARED: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
@@ -455,8 +459,7 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         row0 = ((t % n_m) * CONSUMERS + WG) * TILE_M  # this warpgroup's first query row
         qb = i % 2
         base = i * n_blocks  # key block 0's number across the CTA's tiles
-        if HAS_V_MEAN:  # V's mean waits in shared memory: loaded in the epilogue, it made the
-            # wide blocks' main loop spill 1 KB (ptxas, NOTES 47)
+        if HAS_V_MEAN and V_MEAN_IN_SHARED:
             vm_smem = vm_bufs.index(WG)
             gl.thread_barrier()  # every thread has read the previous tile's
             vm_smem.store(gl.load(v_mean_ptr + bh * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=vm_layout)))
@@ -540,7 +543,10 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         else:
             out = acc * gl.expand_dims(gl.load(v_descale_ptr + bh) * inv_l, 1)
         if HAS_V_MEAN:
-            out = out + gl.expand_dims(vm_smem.load(col_o), 0)
+            if V_MEAN_IN_SHARED:
+                out = out + gl.expand_dims(vm_smem.load(col_o), 0)
+            else:
+                out = out + gl.expand_dims(gl.load(v_mean_ptr + bh * HEAD_DIM + d), 0)
         row = row0 + gl.arange(0, TILE_M, layout=row_o)
         o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
         ptrs = o_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
@@ -578,7 +584,7 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                             sqd_bh, kd_pad, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
                             QUANTIZE_Q: gl.constexpr, Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr,
                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
-                            WIDE: gl.constexpr, num_warps: gl.constexpr):
+                            WIDE: gl.constexpr, V_MEAN_IN_SHARED: gl.constexpr, num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -625,7 +631,7 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     else:
         kb_bufs = k_bufs  # unread
         vtb_bufs = vt_bufs  # unread
-    if HAS_V_MEAN:  # one row per consumer warpgroup
+    if HAS_V_MEAN and V_MEAN_IN_SHARED:  # one row per consumer warpgroup
         vm_bufs = gl.allocate_shared_memory(gl.float32, [CONSUMERS, HEAD_DIM],
                                             gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     else:
@@ -650,17 +656,17 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                 key_pad, kd_pad, vt_shift)
     if CONSUMERS == 2:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, num_warps, 1)),
+                                         WIDE, V_MEAN_IN_SHARED, num_warps, 1)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1], [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, num_warps, 1)),
+                                         WIDE, V_MEAN_IN_SHARED, num_warps, 1)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, num_warps, 2)),
+                                         WIDE, V_MEAN_IN_SHARED, num_warps, 2)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
@@ -855,4 +861,4 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
-        WIDE=wide, num_warps=4, maxnreg=wg.maxnreg)
+        WIDE=wide, V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], num_warps=4, maxnreg=wg.maxnreg)
