@@ -30,6 +30,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 26   # session 12: 192-key blocks in the product; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 27   # session 12: whole calls, 192- against 128-key blocks
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 28   # session 12: smooth-V's mean, shared or global memory
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 29   # session 12: a whole call's kernels, ours and torchao-style
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -38,7 +39,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|28}"
+stage="${1:?usage: gpu_session.sh 1|2|...|29}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -59,7 +60,7 @@ profile() {  # name, seconds, shapes, kernels: Nsight Compute on benchmarks/prof
   ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu | head -n 1)
   # FA3's kernel is a cutlass device_kernel: only its demangled name says "flash"
   run "$name" "$limit" "$ncu" --profile-from-start off --clock-control none --set full -f -o "$rep" \
-    --kernel-name-base demangled -k regex:'gluon|flash|wide' \
+    --kernel-name-base demangled -k regex:'gluon|flash' \
     python benchmarks/profile_attention.py --shapes "$shapes" --kernels "$kernels"
   "$ncu" --import "$rep.ncu-rep" --page details > "$out/$name-details.txt" 2>&1
   "$ncu" --import "$rep.ncu-rep" --page raw --csv > "$out/$name-raw.csv" 2>&1
@@ -360,7 +361,8 @@ case "$stage" in
   grep -E "NaN rows [1-9]" "$out/gluon-final.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 25)
-  # NOTES 46's lead (run in session 12, NOTES 47): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
+  # NOTES 46's lead (run in session 12, NOTES 47; the probe and its wide-head kernel are in commit
+  # f1df7db): why 192-key blocks (gluon_wide_probe.py) run at FA3's speed at
   # 12x32760 and at 0.7x of the product at 24x8192: both kernels under Nsight Compute at both
   # shapes, then the probe's timing table at them.
   profile ncu-wide 200 24x8192x8192x128,12x32760x32760x128 gluon-head,wide-head
@@ -393,7 +395,17 @@ case "$stage" in
   grep -E "speed:" "$out/gluon-vmean.log" | cut -d: -f2- | cut -c1-220 >> "$summary"
   grep -E "NaN rows [1-9]" "$out/gluon-vmean.log"
   ;;
+29)
+  # Session 12: where a whole per-head call's time goes, ours against torchao-style (our
+  # quantization + FA3's FP8 kernel): stage 27 had ours 0.93x at 24x8192 with the kernel 1.01x.
+  for shape in 24x8192x8192x128 24x16384x16384x128; do
+    for backend in triton fa3; do
+      run call-cost 60 python benchmarks/call_cost.py --shape $shape --granularity head --backend $backend
+    done
+  done
+  grep -E "ms/call|^    " "$out/call-cost.log" | grep -v "host, self" | cut -c1-120 | head -n 60
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 28" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 29" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -12,8 +12,8 @@ Inputs are built, quantized and every kernel compiled and warmed up first; then
 also leaves out the copy of FA3's output into the shared buffer.) Kernels: ``gluon-head`` /
 ``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent grid as dispatched),
 ``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's FP8 kernel, per head,
-if installed), ``wide-head`` (the 192-key-block probe, ``gluon_wide_probe.py``, folded
-reductions). Each is checked against fp64 exact attention on sampled rows before the range opens
+if installed), ``gluon-head-128keys`` (the Gluon kernel with 128-key blocks per head; the
+192-key-block probe ``wide-head`` of NOTES 47 is in commit f1df7db). Each is checked against fp64 exact attention on sampled rows before the range opens
 (a profile of a wrong kernel is worthless).
 """
 
@@ -24,9 +24,9 @@ import sys
 
 import torch
 
-from accel.benchmarking.attention import parse_shapes
+from accel.benchmarking.attention import parse_shapes, with_settings
 
-KERNELS = ("gluon-head", "gluon-token", "triton-head", "triton-token", "fa3-fp8", "wide-head")
+KERNELS = ("gluon-head", "gluon-token", "triton-head", "triton-token", "fa3-fp8", "gluon-head-128keys")
 
 
 def build_runs(heads: int, sq: int, skv: int, d: int, names: list[str]) -> dict:
@@ -46,11 +46,8 @@ def build_runs(heads: int, sq: int, skv: int, d: int, names: list[str]) -> dict:
                               ga.launch_gluon_attention(q8, k8, v, qd, kd, vd, out, d ** -0.5))
         runs[f"triton-{g}"] = (lambda q8=q8, k8=k8, v=v8t, qd=qd, kd=kd, vd=vd:
                                launch_attention(q8, k8, v, qd, kd, vd, out, d, d ** -0.5))
-        if g == "head" and "wide-head" in names:
-            from gluon_wide_probe import launch_wide  # benchmarks/
-
-            runs["wide-head"] = lambda q8=q8, k8=k8, v=v8t_mma, qd=qd, kd=kd, vd=vd: launch_wide(
-                q8, k8, v, qd, kd, vd, out, d ** -0.5, fold=True)
+        if g == "head":
+            runs["gluon-head-128keys"] = with_settings(ga, runs["gluon-head"], KEYS_PER_BLOCK={128: 128, 64: 128})
         if g == "head" and "fa3-fp8" in names:
             import flash_attn_interface
 

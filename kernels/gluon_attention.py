@@ -5,7 +5,9 @@ it is issued, so the softmax never overlaps the tensor cores. Gluon, Triton's ex
 lets the kernel schedule its warps itself:
 
 * a 1-warp producer partition streams K and V^T tiles (128 keys; per token also K's descales)
-  by TMA into a two-stage ring, each slot with a ready and an empty mbarrier;
+  by TMA into a two-stage ring, each slot with a ready and an empty mbarrier; per head at D = 128
+  a key block is 192 keys, a 128-key and a 64-key tile under one online-softmax step
+  (KEYS_PER_BLOCK: FA3's wide blocks, 224 keys, in Gluon's power-of-two tiles);
 * two consumer partitions of one warpgroup each (64 query rows apiece, 128 per CTA; three at
   D = 64, 192 rows, as FA3: WARP_GROUPS), so that each waits on its own barriers only;
 * in a consumer, block j's Q K^T and block j-1's P V are issued together and only Q K^T is
@@ -29,9 +31,10 @@ Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma
 Q8 and K8 (B, H, S, D) contiguous e4m3 (or Q as the caller's (B, H, S, D) view, 16-byte rows);
 V^T (B, H, D, S_blocks) with S_blocks = Skv rounded up to 128, keys right-aligned (the first
 S_blocks - Skv columns zero) and, within each 32-key chunk, in the order the P operand holds them
-in registers (:func:`mma_key_order`). Key block 0
-therefore starts S_blocks - Skv keys before the first key and is the only one masked; Q rows past
-Sq are computed from whatever lies there and never stored.
+in registers (:func:`mma_key_order`). Key block 0 therefore starts (-Skv mod keys per block)
+keys before the first key and is the only one masked (192-key blocks read V^T from a column
+shifted by a multiple of 64, negative ones as zeros); Q rows past Sq are computed from whatever
+lies there and never stored.
 
 Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton whose Gluon API
 this was written and measured against (3.6). Elsewhere the Triton kernel serves every call.
