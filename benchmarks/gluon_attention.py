@@ -254,7 +254,10 @@ TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
 _NARROW = dict(KEYS_PER_BLOCK={128: 128, 64: 128})  # 128-key blocks per head too
 #: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46-47).
 VARIANTS = {"head": {"-128keys": _NARROW},
-            "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False})}}
+            "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
+                      # 192-key blocks per token, the key descales read late (380 B of spills; NOTES 47)
+                      "-192keys-late": dict(KEYS_PER_BLOCK_TOKEN={128: 192, 64: 128},
+                                            PRELOAD_KEY_SCALES={128: False, 64: False})}}
 
 
 #: Rows "gluon-<granularity>-vmean<suffix>": smooth-V's mean from shared or global memory (NOTES 47).
@@ -263,7 +266,7 @@ VMEAN_VARIANTS = {"head": {"-128keys": _NARROW, "-128keys-shared": dict(_NARROW,
                   "token": {"-shared": dict(V_MEAN_IN_SHARED={True: True, False: True})}}
 
 
-def gpu_run(shapes, records: list) -> None:
+def gpu_run(shapes, records: list, only: str | None = None) -> None:
     from triton.testing import do_bench
 
     from accel.backends.env import fa3_reason
@@ -337,6 +340,9 @@ def gpu_run(shapes, records: list) -> None:
             timed = {"fa3-fp8": run_fa3}
         else:
             timed = {}
+        if only:  # the baselines of the ratios stay
+            runs = {n: r for n, r in runs.items()
+                    if n in ("gluon-head", "gluon-token", "fa3-fp8") or re.search(only, n)}
         ms = {}
         tag = f"{heads}x{sq}x{skv} D={d}"
         for name, run in runs.items():
@@ -353,6 +359,8 @@ def gpu_run(shapes, records: list) -> None:
                   f"{rec['tflops']:7.1f} TFLOP/s", flush=True)
         for g in ("head", "token"):  # Q's own passes, which -qin does in the kernel: GPU time (a
             # lone quantize_many call is host-bound, and do_bench would time the host)
+            if f"gluon-{g}-qin" not in runs:
+                continue
             ms[f"q-passes-{g}"] = sum(kernel_times(lambda x: quantize_many([QuantizeJob(x, g)]), [(q_bshd,)]).values())
             records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
@@ -360,9 +368,11 @@ def gpu_run(shapes, records: list) -> None:
             others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", *(f"gluon-{g}{x}" for x in VARIANTS[g]),
                       f"gluon-{g}-vmean", *(f"gluon-{g}-vmean{x}" for x in VMEAN_VARIANTS[g]), "fa3-fp8")
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
-            q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
-            ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"
-            next(r for r in records[-len(runs) - 2:] if r["kernel"] == f"gluon-{g}")["ratios"] = ratios
+            if f"q-passes-{g}" in ms:
+                q_in = ms[f"gluon-{g}"] + ms[f"q-passes-{g}"]
+                ratios += f"  | Q in kernel: {q_in / ms[f'gluon-{g}-qin']:.3f}x (Q passes + kernel)"
+            row = next(r for r in records if r["kernel"] == f"gluon-{g}" and r["shape"] == [heads, sq, skv, d])
+            row["ratios"] = ratios
             print(f"{tag:<24} gluon-{g} speed: {ratios}", flush=True)
 
 
@@ -372,6 +382,7 @@ def main(argv=None) -> None:
     p.add_argument("--shapes", default="24x8192x8192x128,12x32760x32760x128,12x32760x512x128",
                    help="comma-separated HxSqxSkvxD")
     p.add_argument("--json", help="GPU mode: write every measurement here")
+    p.add_argument("--kernels", help="GPU mode: only the rows whose name matches this regex (and the baselines)")
     args = p.parse_args(argv)
     shapes = parse_shapes(args.shapes)
     if args.compile_only:
@@ -379,7 +390,7 @@ def main(argv=None) -> None:
         return
     records: list = []
     try:
-        gpu_run(shapes, records)
+        gpu_run(shapes, records, args.kernels)
     finally:
         if args.json:
             with open(args.json, "w") as f:

@@ -79,10 +79,13 @@ BLOCK_N = MMA_KEY_BLOCK
 TAIL_N = 64  # a wide key block's second tile
 #: Keys per online-softmax step with per-head scales, by head dim: 192 is a 128-key and a 64-key
 #: tile under one row max, one row sum and one accumulator rescale (FA3 takes 224-key blocks for
-#: FP8 at D = 128). H200, D = 128, kernel only: 1.03-1.08x the 128-key blocks, 1.00-1.06x FA3 FP8
-#: (the probe, NOTES 47; its earlier 0.7x, NOTES 45, was ptxas spilling for 16-divisible Skv).
-#: Per token blocks stay at 128 keys: at 192 the key descales spill 1.5 KB (380 B read late).
+#: FP8 at D = 128). H200, D = 128, kernel only, 24x4608 to 40x75600: 1.02-1.10x the 128-key
+#: blocks, 0.99-1.06x FA3 FP8 (NOTES 47; the probe's 0.7x of NOTES 45 was ptxas spilling for a
+#: 16-divisible Skv). D = 64's three consumers (160 registers) have no room for 96 more scores.
 KEYS_PER_BLOCK = {128: 192, 64: 128}
+#: The same with per-token scales: 128 keys, since at 192 the key descales spill 1.5 KB (380 B
+#: when PRELOAD_KEY_SCALES is off).
+KEYS_PER_BLOCK_TOKEN = {128: 128, 64: 128}
 #: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
 #: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
 #: 1.00-1.25x / 1.01-1.30x, 0.90-0.95x FA3 FP8 per head, NOTES 44).
@@ -105,7 +108,9 @@ NUM_STAGES = 2  # K / V^T ring depth: 3 measured the same (NOTES 29), then up to
 PRELOAD_KEY_SCALES = {128: True, 64: False}
 #: smooth-V's mean read from shared memory in the epilogue (each consumer stores its tile's row
 #: at the tile's start) or straight from global memory, by whether the key blocks are wide. From
-#: global memory the wide blocks' main loop spilled 1 KB (ptxas, NOTES 47).
+#: global memory the wide blocks' main loop spilled 1 KB; from shared memory 128-key blocks ran
+#: 15-22% slower per head (same loop SASS, not understood). H200, kernel only, against no
+#: smooth-V: wide + shared 0.95-1.01x, 128 keys + global 0.98-1.02x (NOTES 47).
 V_MEAN_IN_SHARED = {True: True, False: False}
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
@@ -423,8 +428,8 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
     each way, one online-softmax step). ``args``: the kernel's buffers, barriers and runtime
     scalars, unpacked below."""
     (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready, k_empty,
-     v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m,
-     n_tiles, n_blocks, key_pad, sm_scale_log2) = args
+     v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
+     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2) = args
     ring = (k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty)
     TILE_M: gl.constexpr = q8_bufs.type.shape[1]
     HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
@@ -651,9 +656,9 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what
     # they leave.
     # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
-    consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready, k_empty,
-                v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
-                so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
+    consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready,
+                k_empty, v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh,
+                so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
     producer = (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs,
                 ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks,
                 key_pad, kd_pad, vt_shift)
@@ -662,7 +667,8 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                                          WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
                                          WIDE, V_MEAN_IN_SHARED, num_warps, 1)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1], [CONSUMER_REGS, 24])
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1],
+                           [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
                                          WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
@@ -746,9 +752,9 @@ def query_in_kernel_reason(q: torch.Tensor) -> str | None:
 
 
 def key_block(head_dim: int, per_token: bool, seq_kv: int) -> int:
-    """Keys per online-softmax step of a call: KEYS_PER_BLOCK's per head when the call has two
-    such blocks (the kernel peels its second), else 128."""
-    keys = BLOCK_N if per_token else KEYS_PER_BLOCK[head_dim]
+    """Keys per online-softmax step of a call: KEYS_PER_BLOCK's (KEYS_PER_BLOCK_TOKEN's) when the
+    call has two such blocks (the kernel peels its second), else 128."""
+    keys = (KEYS_PER_BLOCK_TOKEN if per_token else KEYS_PER_BLOCK)[head_dim]
     return keys if seq_kv > keys else BLOCK_N
 
 
@@ -860,7 +866,8 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         persistent = persistent_grid(Skv)
     _gluon_attention_kernel[(min(tiles, _sm_count(q.device)) if persistent else tiles,)](
         q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out, q_descale, k_descale, v_descale,
-        v_mean if has_mean else v_descale, sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1), out.stride(2),
+        v_mean if has_mean else v_descale, sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1),
+        out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
