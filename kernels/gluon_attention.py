@@ -84,7 +84,7 @@ TAIL_N = 64  # a wide key block's second tile
 #: 16-divisible Skv). D = 64's three consumers (160 registers) have no room for 96 more scores.
 KEYS_PER_BLOCK = {128: 192, 64: 128}
 #: The same with per-token scales: 128 keys, since at 192 the key descales spill 1.5 KB (380 B
-#: when PRELOAD_KEY_SCALES is off).
+#: when PRELOAD_KEY_SCALES is off: 9-11% slower than 128 keys on an H200, NOTES 47).
 KEYS_PER_BLOCK_TOKEN = {128: 128, 64: 128}
 #: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
 #: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
