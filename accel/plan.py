@@ -213,8 +213,8 @@ _HEAD_SMOOTHED = FP8Config("head", smooth_k=True, smooth_v=True)
 _TOKEN_SMOOTHED = FP8Config("token", smooth_k=True, smooth_v=True)
 _EDGES_BF16 = Rule(None, edge_blocks=0.05)
 
-#: Named plans. ``speed``: every self-attention FP8 with one scale per head (FA3's kernel when it
-#: is installed). ``balanced``: one scale per head with smooth_k and smooth_v, the first and last
+#: Named plans. ``speed``: every self-attention FP8 with one scale per head (``auto``: our Gluon
+#: kernel at D = 128 on Hopper, else FA3's kernel when it is installed). ``balanced``: one scale per head with smooth_k and smooth_v, the first and last
 #: ~5% of blocks bf16. ``quality``: per-token scales with smooth_k and smooth_v, the same edge
 #: blocks bf16, and bf16 everywhere for the first ~20% and last ~10% of the denoising steps, where
 #: the layout of the image and its fine detail are decided. On a GPU all of them keep attentions

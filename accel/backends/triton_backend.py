@@ -33,7 +33,7 @@ class TritonBackend(Backend):
         from accel.kernels import ops  # imports triton: only when this backend runs
         from accel.kernels.dispatch import v_key_order
 
-        kernel = _kernel(call)
+        kernel = kernel_for(call)
         if _query_in_kernel(kernel, call):
             # The kernel quantizes each query tile it loads, one scale per row, which spares two
             # passes over Q (statistics, cast): most of the work when Sq >> Skv.
@@ -54,7 +54,7 @@ class TritonBackend(Backend):
         from accel.kernels import ops
         from accel.kernels.dispatch import v_key_order
 
-        kernel = _kernel(call)
+        kernel = kernel_for(call)
         v8t, vd, v_mean = ops.quantize_value(call.value, call.granularity, call.smooth_v, True, v_key_order(kernel))
         out, _ = ops.fp8_attention(q8, k8, v8t, q_descale, k_descale, vd, v_mean, call.head_dim, call.scale,
                                    call.is_causal, call.value.dtype, call.layout, False, None, kernel)
@@ -75,7 +75,7 @@ def _query_in_kernel(kernel: str, call: AttentionCall) -> bool:
     return call.granularity == "token"
 
 
-def _kernel(call: AttentionCall) -> str:
+def kernel_for(call: AttentionCall) -> str:
     """Our Gluon kernel (FA3's schedule, Hopper) where it serves the call, else
     our Triton kernel: both quantization and attention follow this one answer."""
     from accel.kernels.dispatch import attention_kernel
