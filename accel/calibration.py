@@ -55,8 +55,8 @@ def calibrate(
     cells: the worst ``budget`` fraction of them, or (with ``max_error``) every cell whose mean
     relative L2 error exceeds it. ``fp8`` defaults to ``balanced``'s numerics (one scale per head,
     smooth_k, smooth_v: as close to bf16 as per-token scales on the models measured, and served by
-    the faster of our kernel and FA3's, ``backend="auto"``). ``fp8_fn(q, k, v, numerics)`` replaces the FP8 attention
-    measured (tests inject errors with it).
+    the faster of our kernel and FA3's, ``backend="auto"``). ``fp8_fn(q, k, v, numerics)``
+    replaces the FP8 attention measured (tests inject errors with it).
 
     Example::
 

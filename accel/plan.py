@@ -214,10 +214,11 @@ _TOKEN_SMOOTHED = FP8Config("token", smooth_k=True, smooth_v=True)
 _EDGES_BF16 = Rule(None, edge_blocks=0.05)
 
 #: Named plans. ``speed``: every self-attention FP8 with one scale per head (``auto``: our Gluon
-#: kernel at D = 128 on Hopper, else FA3's kernel when it is installed). ``balanced``: one scale per head with smooth_k and smooth_v, the first and last
-#: ~5% of blocks bf16. ``quality``: per-token scales with smooth_k and smooth_v, the same edge
-#: blocks bf16, and bf16 everywhere for the first ~20% and last ~10% of the denoising steps, where
-#: the layout of the image and its fine detail are decided. On a GPU all of them keep attentions
+#: kernel at D = 128 on Hopper, else FA3's kernel when it is installed). ``balanced``: one scale
+#: per head with smooth_k and smooth_v, the first and last ~5% of blocks bf16. ``quality``:
+#: per-token scales with smooth_k and smooth_v, the same edge blocks bf16, and bf16 everywhere for
+#: the first ~20% and last ~10% of the denoising steps, where the layout of the image and its fine
+#: detail are decided. On a GPU all of them keep attentions
 #: shorter than the measured crossover (FP8Config.min_keys) in bf16.
 #: smooth_v is exact and costs one add per output element; it cut the per-block attention error of
 #: a random-weight Wan-1.3B at 480p from 0.11-0.20 to 0.009-0.015 (rel. L2; H200). Per-token

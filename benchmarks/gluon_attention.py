@@ -37,7 +37,7 @@ import tempfile
 import torch
 import triton
 
-from accel.benchmarking.attention import parse_shapes, with_settings
+from accel.benchmarking.attention import NARROW_KEY_BLOCKS, parse_shapes, with_settings
 from accel.kernels import gluon_attention as ga
 
 def ptxas_warnings(kernel) -> list[str]:
@@ -251,9 +251,8 @@ def compile_only(head_dim: int) -> None:
 
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
-_NARROW = dict(KEYS_PER_BLOCK={128: 128, 64: 128})  # 128-key blocks per head too
 #: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46-47).
-VARIANTS = {"head": {"-128keys": _NARROW},
+VARIANTS = {"head": {"-128keys": NARROW_KEY_BLOCKS},
             "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
                       # 192-key blocks per token, the key descales read late (380 B of spills; NOTES 47)
                       "-192keys-late": dict(KEYS_PER_BLOCK_TOKEN={128: 192, 64: 128},
@@ -261,8 +260,8 @@ VARIANTS = {"head": {"-128keys": _NARROW},
 
 
 #: Rows "gluon-<granularity>-vmean<suffix>": smooth-V's mean from shared or global memory (NOTES 47).
-VMEAN_VARIANTS = {"head": {"-128keys": _NARROW, "-128keys-shared": dict(_NARROW, V_MEAN_IN_SHARED={True: True,
-                                                                                                  False: True})},
+VMEAN_VARIANTS = {"head": {"-128keys": NARROW_KEY_BLOCKS,
+                           "-128keys-shared": dict(NARROW_KEY_BLOCKS, V_MEAN_IN_SHARED={True: True, False: True})},
                   "token": {"-shared": dict(V_MEAN_IN_SHARED={True: True, False: True})}}
 
 

@@ -13,8 +13,9 @@ also leaves out the copy of FA3's output into the shared buffer.) Kernels: ``glu
 ``gluon-token`` (the Gluon kernel on pre-quantized inputs, persistent grid as dispatched),
 ``triton-head`` / ``triton-token`` (the Triton kernel), ``fa3-fp8`` (FA3's FP8 kernel, per head,
 if installed), ``gluon-head-128keys`` (the Gluon kernel with 128-key blocks per head; the
-192-key-block probe ``wide-head`` of NOTES 47 is in commit f1df7db). Each is checked against fp64 exact attention on sampled rows before the range opens
-(a profile of a wrong kernel is worthless).
+192-key-block probe ``wide-head`` of NOTES 47 is in commit f1df7db). Each is checked against
+fp64 exact attention on sampled rows before the range opens (a profile of a wrong kernel is
+worthless).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 
 import torch
 
-from accel.benchmarking.attention import parse_shapes, with_settings
+from accel.benchmarking.attention import NARROW_KEY_BLOCKS, parse_shapes, with_settings
 
 KERNELS = ("gluon-head", "gluon-token", "triton-head", "triton-token", "fa3-fp8", "gluon-head-128keys")
 
@@ -47,7 +48,7 @@ def build_runs(heads: int, sq: int, skv: int, d: int, names: list[str]) -> dict:
         runs[f"triton-{g}"] = (lambda q8=q8, k8=k8, v=v8t, qd=qd, kd=kd, vd=vd:
                                launch_attention(q8, k8, v, qd, kd, vd, out, d, d ** -0.5))
         if g == "head":
-            runs["gluon-head-128keys"] = with_settings(ga, runs["gluon-head"], KEYS_PER_BLOCK={128: 128, 64: 128})
+            runs["gluon-head-128keys"] = with_settings(ga, runs["gluon-head"], **NARROW_KEY_BLOCKS)
         if g == "head" and "fa3-fp8" in names:
             import flash_attn_interface
 

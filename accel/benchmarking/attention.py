@@ -102,6 +102,11 @@ def with_settings(module, call, **settings):
     return run
 
 
+#: ``gluon_attention``'s settings for 128-key blocks per head at every head dim (the A/B of
+#: NOTES 47's 192-key blocks).
+NARROW_KEY_BLOCKS = dict(KEYS_PER_BLOCK={128: 128, 64: 128})
+
+
 def fp8_with(granularity, module, **settings):
     """The whole call with ``module``'s settings changed (:func:`with_settings`): ``configs`` with
     ``QUANTIZE_Q_IN_KERNEL_MAX_KEYS=0``, Q by its own two passes at every key count, or raised,
@@ -146,10 +151,10 @@ def methods():
         **{f"accel-{g}-triton-d64": (None, fp8_with(g, gluon_attention, DISPATCHED_HEAD_DIMS=(128,)))
            for g in ("head", "token")},
         # 128-key blocks at every head dim (NOTES 47: 192 at D = 128 per head); smooth-V: `balanced`'s numerics
-        "accel-head-128keys": (None, fp8_with("head", gluon_attention, KEYS_PER_BLOCK={128: 128, 64: 128})),
+        "accel-head-128keys": (None, fp8_with("head", gluon_attention, **NARROW_KEY_BLOCKS)),
         "accel-head-smooth-v": (None, fp8("triton", "head", smooth_v=True)),
         "accel-head-smooth-v-128keys": (None, with_settings(gluon_attention, fp8("triton", "head", smooth_v=True),
-                                                            KEYS_PER_BLOCK={128: 128, 64: 128})),
+                                                            **NARROW_KEY_BLOCKS)),
         "accel-token-smooth-v": (None, fp8("triton", "token", smooth_v=True)),
         "accel-token-smooth-q": (None, fp8("triton", "token", smooth_q=True)),
         "accel-token-hadamard": (None, fp8("triton", "token", hadamard=True)),

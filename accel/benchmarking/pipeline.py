@@ -125,7 +125,7 @@ def variants(device: str, fa3: bool | None = None) -> dict:
         v["torchao-style"] = ("baseline", "torchao-style")  # plain-torch per-head quantization + FA3 FP8
     fp8_backend = "auto" if device == "cuda" else "reference"
     v.update({f"accel-{p}": ("preset", p, fp8_backend) for p in ("speed", "balanced", "quality")})
-    if fa3 and device == "cuda":  # `auto` gives FA3 the per-head calls our Gluon kernel does not serve: ours alone too
+    if fa3 and device == "cuda":  # `auto` gives FA3 the per-head calls our Gluon kernel leaves: ours alone too
         v["accel-speed-triton"] = ("preset", "speed", "triton")
     if device == "cuda":  # would balanced gain from per-token scales? The same plan with them
         v["balanced-token-scales"] = ("preset", BALANCED_TOKEN_SCALES, fp8_backend)
