@@ -16,8 +16,10 @@ granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of 
 Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
 Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
-Rows named in VARIANTS run the kernel with other module settings (NOTES 46-47): "-128keys" with
-128-key blocks per head at every head dim, "-ks-late" reading per-token key descales after Q K^T.
+Rows named in VARIANTS run the kernel with other module settings (NOTES 46-48): "-128keys" with
+128-key blocks per head at every head dim, "-192keys" with 192-key ones wherever two fit,
+"-plain-stores" storing the output from registers instead of by TMA, "-ks-late" reading
+per-token key descales after Q K^T.
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -181,12 +183,14 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
     q_box = (1, 1, ga.WG_M, head_dim)
     wg = ga.WARP_GROUPS[head_dim]
     k_desc, vt_desc = desc((ga.BLOCK_N, head_dim), kl), desc((head_dim, ga.BLOCK_N), vl)
-    signature = {"q_desc": desc(q_box, ga._query_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
+    signature = {"q_desc": desc(q_box, ga._row_box_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
                  else desc((ga.WG_M, head_dim), ql), "k_desc": k_desc, "vt_desc": vt_desc,
                  # without WIDE the launch passes K's and V^T's maps again
                  "kb_desc": desc((ga.TAIL_N, head_dim), kbl) if wide else k_desc,
                  "vtb_desc": desc((head_dim, ga.TAIL_N), vtbl) if wide else vt_desc,
                  "out_ptr": "*bf16", "sm_scale_log2": "fp32",
+                 "out_desc": desc(q_box, ga._row_box_layout(head_dim, torch.bfloat16), "bf16") if ga.OUTPUT_BY_TMA
+                 else k_desc,
                  # per token the K descales' TMA map; per head the launch passes K's map again
                  "kd_desc": f"tensordesc<fp32[1, {ga._key_descale_box(keys)}],{kdl!r}>" if per_token else k_desc,
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
@@ -194,13 +198,14 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
                                              "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES", "WIDE",
-                                             "V_MEAN_IN_SHARED", "num_warps")}}
+                                             "V_MEAN_IN_SHARED", "OUT_TMA", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
                   (names.index("CONSUMER_REGS"),): wg.consumer_regs,
                   (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
                   (names.index("WIDE"),): wide, (names.index("V_MEAN_IN_SHARED"),): ga.V_MEAN_IN_SHARED[wide],
+                  (names.index("OUT_TMA"),): ga.OUTPUT_BY_TMA,
                   (names.index("num_warps"),): 4}
     # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
@@ -252,8 +257,10 @@ def compile_only(head_dim: int) -> None:
 #: D = 128's split, for the D = 64 A/B against three consumer warpgroups (NOTES 44).
 TWO_CONSUMERS = ga.WarpGroups(2, 240, 168)
 #: Rows "gluon-<granularity><suffix>": the kernel with these module settings swapped in (NOTES 46-47).
-VARIANTS = {"head": {"-128keys": NARROW_KEY_BLOCKS},
-            "token": {"-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
+VARIANTS = {"head": {"-128keys": NARROW_KEY_BLOCKS, "-192keys": dict(WIDE_KEY_COST=0.0),  # wide wherever two fit
+                     "-plain-stores": dict(OUTPUT_BY_TMA=False)},  # the output from registers (NOTES 48)
+            "token": {"-plain-stores": dict(OUTPUT_BY_TMA=False),
+                      "-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
                       # 192-key blocks per token, the key descales read late (380 B of spills; NOTES 47)
                       "-192keys-late": dict(KEYS_PER_BLOCK_TOKEN={128: 192, 64: 128},
                                             PRELOAD_KEY_SCALES={128: False, 64: False})}}

@@ -31,6 +31,9 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 27   # session 12: whole calls, 192- against 128-key blocks
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 28   # session 12: smooth-V's mean, shared or global memory
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 29   # session 12: a whole call's kernels, ours and torchao-style
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 30   # session 13: short rows under ncu; D = 64 whole calls
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 31   # session 13: TMA-stored output, padding-aware key blocks; Gluon tests
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 32   # session 13: whole calls, issue 3's rows
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -39,7 +42,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|29}"
+stage="${1:?usage: gpu_session.sh 1|2|...|32}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -405,7 +408,49 @@ case "$stage" in
   done
   grep -E "ms/call|^    " "$out/call-cost.log" | grep -v "host, self" | cut -c1-120 | head -n 60
   ;;
+30)
+  # Session 13: why calls with few keys run far below the tensor cores (12x32760 against 512 keys:
+  # ~570 TFLOP/s, the cuDNN bf16 call's speed): the Gluon kernel (192- and 128-key blocks) and
+  # FA3 FP8 under Nsight Compute; a three-slot ring; a short call's kernels against cuDNN's GPU
+  # time; D = 64 and 24x8192 whole calls against torchao-style (not rerun since run 8 / run 11).
+  profile ncu-cross 150 12x32760x512x128 gluon-head,gluon-head-128keys,fa3-fp8
+  grep -E "Throughput|Duration|Busy|Hit Rate|Pipe|Eligible|Active Warps" "$out/ncu-cross-details.txt" | cut -c1-110 > "$out/ncu-cross-brief.txt"
+  # (the -3stages rows: a three-slot ring, gone with NOTES 48)
+  run gluon-short 150 python benchmarks/gluon_attention.py --json "$out/gluon-short.json" \
+    --kernels "128keys|3stages|qin" --shapes 12x32760x512x128,12x32760x2048x128,24x2048x2048x128,24x8192x8192x128
+  run call-cost 80 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
+  run call-cost 60 python benchmarks/call_cost.py --shape 24x2048x2048x128 --granularity head --calls 100 --cudnn
+  run whole 200 python benchmarks/attention.py --warmup 50 --rep 200 --json "$out/whole.json" --shapes \
+    24x8192x8192x128,24x8192x8192x64,24x16384x16384x64,12x32760x32760x64,40x75600x75600x64 \
+    --methods sdpa-cudnn-bf16,accel-fa3-head,accel-triton-head,accel-triton-token
+  grep -E "speed:" "$out/gluon-short.log" | cut -d: -f2- | cut -c1-220 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-short.log"
+  grep -E "busy|ms/call" "$out/call-cost.log" | cut -c1-120 >> "$summary"
+  tail -n 9 "$out/whole.log"
+  ;;
+31)
+  # Session 13 (NOTES 48): the output stored by TMA from shared memory (asynchronous) against
+  # plain stores from registers; 128-key blocks where 192-key ones would pad many keys; the
+  # Gluon tests (the new output-path test among them).
+  run tests 300 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query or keys_per_head or dispatch"
+  run gluon-out 240 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain" \
+    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,24x8192x8192x64
+  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-200 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
+32)
+  # Session 13: issue 3's whole-call rows (D = 128 per head and per token, cross-attention)
+  # beside cuDNN and torchao-style, and the short calls' GPU time against cuDNN's.
+  run whole 330 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/whole.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,24x16384x16384x128,12x32760x32760x128,40x75600x75600x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-triton-token
+  run call-cost 60 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
+  run call-cost 60 python benchmarks/call_cost.py --shape 24x2048x2048x128 --granularity head --calls 100 --cudnn
+  grep -E "busy|ms/call|^      0" "$out/call-cost.log" | cut -c1-120 >> "$summary"
+  tail -n 9 "$out/whole.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 29" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 32" >&2; exit 2 ;;
 esac
 cat "$summary"

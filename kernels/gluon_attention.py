@@ -86,6 +86,11 @@ KEYS_PER_BLOCK = {128: 192, 64: 128}
 #: The same with per-token scales: 128 keys, since at 192 the key descales spill 1.5 KB (380 B
 #: when PRELOAD_KEY_SCALES is off: 9-11% slower than 128 keys on an H200, NOTES 47).
 KEYS_PER_BLOCK_TOKEN = {128: 128, 64: 128}
+#: A wide block's time per key against a 128-key block's: a call takes the wide blocks unless
+#: padding its keys to whole wide blocks costs more than that saves. H200, D = 128 per head,
+#: kernel only: 192-key blocks 1.02-1.10x faster per key (NOTES 47), 0.94x at 512 keys (576
+#: padded, NOTES 48), 1.02x at 2048 (2112 padded).
+WIDE_KEY_COST = 0.95
 #: Head dims dispatched here: both (H200, kernel only, per head / per token against the Triton
 #: kernel: D = 128 1.14-1.26x / 1.10-1.25x, NOTES 31, 37; D = 64 with three consumer warpgroups
 #: 1.00-1.25x / 1.01-1.30x, 0.90-0.95x FA3 FP8 per head, NOTES 44).
@@ -112,6 +117,9 @@ PRELOAD_KEY_SCALES = {128: True, 64: False}
 #: 15-22% slower per head (same loop SASS, not understood). H200, kernel only, against no
 #: smooth-V: wide + shared 0.95-1.01x, 128 keys + global 0.98-1.02x (NOTES 47).
 V_MEAN_IN_SHARED = {True: True, False: False}
+#: The output leaves through shared memory by TMA stores (asynchronous: the next tile starts under
+#: them) where the caller's view allows a TMA map, else by plain masked stores from registers.
+OUTPUT_BY_TMA = True
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
 
@@ -420,15 +428,15 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
               CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr,
-              V_MEAN_IN_SHARED: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
+              V_MEAN_IN_SHARED: gl.constexpr, OUT_TMA: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
     into its own e4m3 buffer ``q8_bufs[WG]``. With WIDE a key block is 128 + 64 keys (two wgmmas
     each way, one online-softmax step). ``args``: the kernel's buffers, barriers and runtime
-    scalars, unpacked below."""
-    (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready, k_empty,
-     v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
+    scalars, unpacked below. With OUT_TMA the tile's rows leave by a TMA store from ``o_bufs[WG]``."""
+    (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, o_bufs, q_ready, q_empty, k_ready, k_empty,
+     v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
      Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2) = args
     ring = (k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty)
     TILE_M: gl.constexpr = q8_bufs.type.shape[1]
@@ -532,7 +540,12 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
             mbarrier.arrive(q_empty.index(qb), count=1)
 
-        # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V.
+        # Stage 2 - drain: retire P_{n-2} V_{n-2}, then the last block's P V. V's descales are
+        # read first: their global-load latency hides under the wgmmas, not before the stores.
+        if PER_TOKEN:  # per-channel V
+            v_scale = gl.expand_dims(gl.load(v_descale_ptr + bh * HEAD_DIM + d), 0)
+        else:
+            v_scale = gl.load(v_descale_ptr + bh)
         last = base + n_blocks - 1
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index((last - 1) % STAGES), count=1)
@@ -543,23 +556,34 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
         mbarrier.arrive(v_empty.index(last % STAGES), count=1)
 
-        # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist
-        # straight into the caller's (B, S, H, D) or (B, H, S, D) view (plain masked stores).
+        # Stage 3 - epilogue: normalize, descale V, add V's mean, store the rows that exist into
+        # the caller's (B, S, H, D) or (B, H, S, D) view.
         inv_l = 1.0 / gl.convert_layout(l_i, row_o)
-        if PER_TOKEN:  # per-channel V
-            out = acc * gl.expand_dims(inv_l, 1) * gl.expand_dims(gl.load(v_descale_ptr + bh * HEAD_DIM + d), 0)
+        if PER_TOKEN:
+            out = acc * gl.expand_dims(inv_l, 1) * v_scale
         else:
-            out = acc * gl.expand_dims(gl.load(v_descale_ptr + bh) * inv_l, 1)
+            out = acc * gl.expand_dims(v_scale * inv_l, 1)
         if HAS_V_MEAN:
             if V_MEAN_IN_SHARED:
                 out = out + gl.expand_dims(vm_smem.load(col_o), 0)
             else:
                 out = out + gl.expand_dims(gl.load(v_mean_ptr + bh * HEAD_DIM + d), 0)
-        row = row0 + gl.arange(0, TILE_M, layout=row_o)
-        o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
-        ptrs = o_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
-        gl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row < Sq, 1))
+        if OUT_TMA:  # asynchronous: the next tile starts while the rows leave (TMA clips rows past Sq)
+            o_smem = o_bufs.index(WG)
+            tma.store_wait(0)  # the previous tile's store has read the buffer (its issuing thread waits)...
+            gl.thread_barrier()  # ...before any thread of the warpgroup overwrites it
+            o_smem.reshape([TILE_M, HEAD_DIM]).store(out.to(out_desc.dtype))
+            fence_async_shared()  # the generic-proxy stores, visible to the TMA's async proxy...
+            gl.thread_barrier()  # ...from every warp before the store is issued
+            tma.async_copy_shared_to_global(out_desc, [bh // H, bh % H, row0, 0], o_smem)
+        else:  # plain masked stores
+            row = row0 + gl.arange(0, TILE_M, layout=row_o)
+            o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
+            ptrs = o_ptr + gl.expand_dims(row.to(gl.int64) * so_s, 1) + gl.expand_dims(d, 0)
+            gl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=gl.expand_dims(row < Sq, 1))
         i += 1
+    if OUT_TMA:
+        tma.store_wait(0)  # the last store has read shared memory before the CTA exits
 
 
 @gluon.jit
@@ -587,12 +611,13 @@ def _allocate_barriers(STAGES: gl.constexpr, CONSUMERS: gl.constexpr):
 
 
 @gluon.jit(do_not_specialize_on_alignment=["Skv"])  # a 16-divisible Skv spilled 588 B (NOTES 47)
-def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out_ptr, q_descale_ptr,
+def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out_ptr, out_desc, q_descale_ptr,
                             k_descale_ptr, v_descale_ptr, v_mean_ptr, sm_scale_log2, Sq, Skv, H, BH, so_b, so_h, so_s,
                             sqd_bh, kd_pad, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr,
                             QUANTIZE_Q: gl.constexpr, Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr,
                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
-                            WIDE: gl.constexpr, V_MEAN_IN_SHARED: gl.constexpr, num_warps: gl.constexpr):
+                            WIDE: gl.constexpr, V_MEAN_IN_SHARED: gl.constexpr, OUT_TMA: gl.constexpr,
+                            num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -603,6 +628,8 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     unread, and the consumers quantize each row (Q8_LAYOUT: their e4m3 buffers' layout).
     WIDE: key blocks of 192 keys, K and V^T in 128-key boxes (k_desc, vt_desc) and 64-key ones
     (kb_desc, vtb_desc; without WIDE any descriptors, unread); V^T keeps its 128-key padding.
+    OUT_TMA: out_desc maps ``out`` in (1, 1, 64, D) boxes and the consumers store through shared
+    memory by TMA (otherwise any descriptor, unread, and plain stores through out_ptr).
     num_warps = 4: the default partition is consumer warpgroup 0; CONSUMER_REGS: the registers
     setmaxnreg gives each consumer warpgroup."""
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]
@@ -649,6 +676,10 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
         ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
     else:
         ks_bufs = k_bufs  # unread
+    if OUT_TMA:  # one (1, 1, 64, D) output box per consumer warpgroup
+        o_bufs = gl.allocate_shared_memory(out_desc.dtype, [CONSUMERS] + out_desc.block_type.shape, out_desc.layout)
+    else:
+        o_bufs = k_bufs  # unread
     q_ready, q_empty, k_ready, k_empty, v_ready, v_empty = _allocate_barriers(STAGES, CONSUMERS)
 
     # Worker partitions take scalars, pointers and shared-memory / TMA descriptors, no register
@@ -656,26 +687,26 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     # CONSUMER_REGS registers) and the producer (1 warp, 24); the default partition keeps what
     # they leave.
     # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
-    consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, q_ready, q_empty, k_ready,
-                k_empty, v_ready, v_empty, out_ptr, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh,
+    consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, o_bufs, q_ready, q_empty,
+                k_ready, k_empty, v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh,
                 so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
     producer = (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs,
                 ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks,
                 key_pad, kd_pad, vt_shift)
     if CONSUMERS == 2:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, num_warps, 1)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 1)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1],
                            [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, num_warps, 1)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 1)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, num_warps, 2)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 2)),
                             (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
@@ -735,27 +766,39 @@ def _tail_layouts(head_dim: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _query_layout(head_dim: int, dtype: torch.dtype):
-    """Shared layout of the (1, 1, 64, D) bf16/fp16 query boxes the kernel quantizes itself."""
+def _row_box_layout(head_dim: int, dtype: torch.dtype):
+    """Shared layout of (1, 1, 64, D) bf16/fp16 boxes of a caller's (B, H, S, D) view: the query
+    the kernel quantizes itself, the output it stores by TMA."""
     return gl.NVMMASharedLayout.get_default_for([1, 1, WG_M, head_dim],
                                                 gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
+def _tma_view_reason(x: torch.Tensor) -> str | None:
+    """Why a TMA map cannot address this (B, H, S, D) view (None: it can): it needs a 16-byte
+    aligned base and strides, and unit channel stride."""
+    if x.stride(3) != 1 or x.data_ptr() % 16 or any(st * x.element_size() % 16 for st in x.stride()[:3]):
+        return f"strides {tuple(x.stride())} (a TMA map needs unit channel stride and 16-byte rows)"
+    return None
+
+
 def query_in_kernel_reason(q: torch.Tensor) -> str | None:
     """Why the kernel cannot read and quantize this bf16/fp16 (B, H, Sq, D) query view itself
-    (None: it can). A TMA map needs a 16-byte aligned base and strides, and unit channel stride."""
+    (None: it can)."""
     if q.dtype not in (torch.bfloat16, torch.float16):
         return f"query dtype {q.dtype}"
-    if q.stride(3) != 1 or q.data_ptr() % 16 or any(st * q.element_size() % 16 for st in q.stride()[:3]):
-        return f"query strides {tuple(q.stride())} (a TMA map needs unit channel stride and 16-byte rows)"
-    return None
+    reason = _tma_view_reason(q)
+    return None if reason is None else f"query {reason}"
 
 
 def key_block(head_dim: int, per_token: bool, seq_kv: int) -> int:
     """Keys per online-softmax step of a call: KEYS_PER_BLOCK's (KEYS_PER_BLOCK_TOKEN's) when the
-    call has two such blocks (the kernel peels its second), else 128."""
+    call has two such blocks (the kernel peels its second) and their padding costs less than
+    their speed gains (WIDE_KEY_COST), else 128."""
     keys = (KEYS_PER_BLOCK_TOKEN if per_token else KEYS_PER_BLOCK)[head_dim]
-    return keys if seq_kv > keys else BLOCK_N
+    if seq_kv <= keys:
+        return BLOCK_N
+    padded = -(-seq_kv // keys) * keys
+    return keys if padded * WIDE_KEY_COST <= -(-seq_kv // BLOCK_N) * BLOCK_N else BLOCK_N
 
 
 def persistent_grid(seq_kv: int) -> bool:
@@ -847,7 +890,7 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     wide = keys > BLOCK_N
     ql, kl, vl, kdl = _layouts(D, keys)
     if quantize_q:
-        q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, WG_M, D), _query_layout(D, q.dtype))
+        q_desc = _desc(q, tuple(q.shape), tuple(q.stride()), (1, 1, WG_M, D), _row_box_layout(D, q.dtype))
     else:
         assert q.is_contiguous()
         q_desc = _rows_desc(q, (WG_M, D), ql)
@@ -859,16 +902,19 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     else:
         kb_desc, vtb_desc = k_desc, vt_desc  # unread
     kd_desc, kd_pad = _key_descale_desc(k_descale, keys, kdl) if per_token else (k_desc, 0)
+    out_tma = OUTPUT_BY_TMA and _tma_view_reason(out) is None
+    out_desc = (_desc(out, tuple(out.shape), tuple(out.stride()), (1, 1, WG_M, D), _row_box_layout(D, out.dtype))
+                if out_tma else k_desc)
     has_mean = v_mean is not None
     wg = WARP_GROUPS[D]
     tiles = -(-Sq // wg.block_m) * B * H
     if persistent is None:
         persistent = persistent_grid(Skv)
     _gluon_attention_kernel[(min(tiles, _sm_count(q.device)) if persistent else tiles,)](
-        q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out, q_descale, k_descale, v_descale,
+        q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, out, out_desc, q_descale, k_descale, v_descale,
         v_mean if has_mean else v_descale, sm_scale * LOG2E, Sq, Skv, H, B * H, out.stride(0), out.stride(1),
         out.stride(2),
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
-        WIDE=wide, V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], num_warps=4, maxnreg=wg.maxnreg)
+        WIDE=wide, V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], OUT_TMA=out_tma, num_warps=4, maxnreg=wg.maxnreg)

@@ -215,6 +215,7 @@ def gluon_from_two_key_blocks(monkeypatch):
     from accel.kernels import gluon_attention
 
     monkeypatch.setattr(gluon_attention, "MIN_KEYS", gluon_attention.BLOCK_N + 1)
+    monkeypatch.setattr(gluon_attention, "WIDE_KEY_COST", 0.0)  # wide blocks wherever two fit: the most padding
     return gluon_attention
 
 
@@ -312,6 +313,39 @@ def test_gluon_kernel_query_paths(granularity, gluon_from_two_key_blocks, monkey
     nan_rows = out.isnan().any(dim=-1)
     assert nan_rows[0, 123, 2] and nan_rows.sum() == 1
     assert torch.equal(out[~nan_rows], outs["kernel"][~nan_rows])  # K and V's quantization, other rows' own scales
+
+
+@needs_gluon
+@pytest.mark.parametrize("granularity", ["head", "token"])
+@pytest.mark.parametrize("skv", [512, 1000, 4200])
+def test_gluon_kernel_output_paths(granularity, skv, monkeypatch):
+    """The rows leave by TMA stores where the caller's view allows a map, else by plain stores:
+    both write the same values (bitwise), only the rows that exist (700 queries: the last tile
+    is clipped; the memory past the view keeps its sentinel), into a (B, S, H, D) view; key
+    counts where 128-key blocks (512, 1000) and 192-key ones (4200) are chosen."""
+    from accel.kernels import gluon_attention as ga
+    from accel.kernels import ops
+
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(2, 3, 700, skv, 128, "activation", device="cuda", generator=g)
+    q8, k8, _, qd, kd, _, _, _ = ops.quantize_qkv(q, k, v, granularity, True, False, False)
+    v8t, vd, _ = ops.quantize_value(v, granularity, False, True, "mma")
+    outs = {}
+    for name, by_tma, offset in (("tma", True, 0), ("plain", False, 0), ("unaligned", True, 4)):
+        monkeypatch.setattr(ga, "OUTPUT_BY_TMA", by_tma)
+        memory = torch.full((2 * 720 * 3 * 128 + offset,), 7.0, dtype=torch.bfloat16, device="cuda")
+        out = memory[offset:].view(2, 720, 3, 128)[:, :700].transpose(1, 2)  # (B, H, S, D) of (B, S, H, D)
+        out.fill_(float("nan"))
+        assert (ga._tma_view_reason(out) is None) == (offset == 0)
+        ga.launch_gluon_attention(q8, k8, v8t, qd, kd, vd, out, 128 ** -0.5)
+        torch.cuda.synchronize()
+        assert (memory[offset:].view(2, 720, 3, 128)[:, 700:] == 7.0).all(), name  # past the view: untouched
+        outs[name] = out.clone()
+    assert outs["tma"].isfinite().all()
+    assert torch.equal(outs["tma"], outs["plain"]) and torch.equal(outs["tma"], outs["unaligned"])
+    rows = torch.arange(0, 700, 5, device="cuda")
+    ref, _ = exact_attention(q, k, v, rows=rows)
+    assert rel_l2(outs["tma"][:, :, rows], ref) < BOUNDS[("activation", granularity)]
 
 
 @needs_gluon

@@ -217,6 +217,21 @@ def test_gluon_descriptors_from_checked_fields_match_triton_s():
         ga._rows_desc(misaligned, (ga.BLOCK_N, 128), layout)
 
 
+def test_gluon_key_blocks_are_wide_where_their_padding_pays():
+    """Per head at D = 128 a call takes 192-key blocks where they fit twice and padding the keys
+    to whole wide blocks costs less than their speed gains; per token, at D = 64 and from 192
+    keys down, 128."""
+    from accel.kernels import gluon_attention as ga
+
+    wide = {skv for skv in range(129, 20000) if ga.key_block(128, False, skv) == 192}
+    assert {2048, 4608, 8192, 16384} <= wide and ga.key_block(128, False, 32760) == ga.key_block(128, False, 75600) == 192
+    assert not {129, 192, 512, 640, 1024} & wide  # 576 / 768 / 1152 keys padded: more than 128-key blocks take
+    for skv in wide:
+        assert -(-skv // 192) * 192 * ga.WIDE_KEY_COST <= -(-skv // 128) * 128
+    assert all(ga.key_block(d, per_token, skv) == 128 for d, per_token in ((128, True), (64, False), (64, True))
+               for skv in (129, 512, 8192))
+
+
 def test_gluon_warp_groups_fit_the_register_file():
     """Each head dim's split of warps and registers fits an H100/H200 SM's 64 K registers at
     launch (every warp at maxnreg; warps come in whole warpgroups) and after setmaxnreg (each
@@ -248,7 +263,7 @@ def test_gluon_query_maps_the_callers_view():
 
     box = (1, 1, ga.WG_M, 128)
     for dtype in (torch.bfloat16, torch.float16):
-        layout = ga._query_layout(128, dtype)
+        layout = ga._row_box_layout(128, dtype)
         bshd = torch.empty(2, 300, 5, 128, dtype=dtype, device=DEVICE).transpose(1, 2)
         bhsd = torch.empty(2, 5, 300, 128, dtype=dtype, device=DEVICE)
         for q in (bshd, bhsd):
