@@ -34,6 +34,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 30   # session 13: short rows under ncu; D = 64 whole calls
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 31   # session 13: TMA-stored output, padding-aware key blocks; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 32   # session 13: whole calls, issue 3's rows
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 33   # session 14: the GPU suite stage 31 leaves out
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -42,7 +43,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|32}"
+stage="${1:?usage: gpu_session.sh 1|2|...|33}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -450,7 +451,14 @@ case "$stage" in
   grep -E "busy|ms/call|^      0" "$out/call-cost.log" | cut -c1-120 >> "$summary"
   tail -n 9 "$out/whole.log"
   ;;
+33)
+  # Session 14: the rest of stage 1's GPU suite (processors, compile, Triton kernels, numerics),
+  # everything stage 31's selection leaves out, so that the two calls cover the whole suite.
+  run suite 540 python -m pytest -q --durations=10 tests/test_gpu.py tests/test_triton_kernels.py \
+    tests/test_processors.py tests/test_compile.py -k "not (gluon or query or keys_per_head or dispatch)"
+  tail -n 14 "$out/suite.log"; grep -E "^(FAILED|ERROR)" "$out/suite.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 32" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 33" >&2; exit 2 ;;
 esac
 cat "$summary"
