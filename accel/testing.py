@@ -108,3 +108,16 @@ def rel_l2(x: torch.Tensor, ref: torch.Tensor) -> float:
 def cosine(x: torch.Tensor, ref: torch.Tensor) -> float:
     """Cosine similarity of the flattened tensors, fp64."""
     return torch.nn.functional.cosine_similarity(x.double().flatten(), ref.double().flatten(), dim=0).item()
+
+
+def grouped_keys(k: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K (B, H, S, D) smoothed (its mean over keys off: softmax ignores it) and quantized to e4m3
+    with one scale per group of ``group`` keys counted from the last key (the Gluon kernel's
+    key-group probe, NOTES 49): (K8, descales (B, H, S), each key's its group's)."""
+    e4m3_max = torch.finfo(torch.float8_e4m3fn).max
+    ks = k.float() - k.float().mean(dim=2, keepdim=True)
+    amax = ks.abs().amax(dim=-1)  # (B, H, S)
+    pad = -amax.shape[-1] % group
+    gmax = torch.nn.functional.pad(amax, (pad, 0)).unflatten(-1, (-1, group)).amax(dim=-1).clamp_min(1e-12)
+    descale = (gmax / e4m3_max).repeat_interleave(group, dim=-1)[..., pad:].contiguous()
+    return (ks / descale.unsqueeze(-1)).to(torch.float8_e4m3fn), descale

@@ -19,7 +19,9 @@ Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three
 Rows named in VARIANTS run the kernel with other module settings (NOTES 46-48): "-128keys" with
 128-key blocks per head at every head dim, "-192keys" with 192-key ones wherever two fit,
 "-plain-stores" storing the output from registers instead of by TMA, "-ks-late" reading
-per-token key descales after Q K^T.
+per-token key descales after Q K^T. Rows "gluon-token-kgroup32/64" (probe, NOTES 49): K quantized
+with one scale per group of 32 / 64 keys, which the kernel applies per group; "-perkey": the same
+inputs through the per-token path.
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -164,10 +166,11 @@ def arrive_guards(ptx: str) -> dict[str, int]:
 
 
 def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
-                       quantize_q: bool = False, keys: int | None = None):
+                       quantize_q: bool = False, keys: int | None = None, key_group: int = 0):
     """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed); ``keys``
     per block: KEYS_PER_BLOCK's by default."""
     from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     keys = keys or ga.key_block(head_dim, per_token, 1 << 20)
@@ -192,20 +195,22 @@ def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token:
                  "out_desc": desc(q_box, ga._row_box_layout(head_dim, torch.bfloat16), "bf16") if ga.OUTPUT_BY_TMA
                  else k_desc,
                  # per token the K descales' TMA map; per head the launch passes K's map again
-                 "kd_desc": f"tensordesc<fp32[1, {ga._key_descale_box(keys)}],{kdl!r}>" if per_token else k_desc,
+                 "kd_desc": (f"tensordesc<fp32[1, 8],{gl.NVMMASharedLayout.get_default_for([1, 8], gl.float32)!r}>"
+                             if key_group else f"tensordesc<fp32[1, {ga._key_descale_box(keys)}],{kdl!r}>")
+                 if per_token else k_desc,
                  **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
                  **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
                  **{n: "i64" for n in ("so_b", "so_h", "so_s")},
                  **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
                                              "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES", "WIDE",
-                                             "V_MEAN_IN_SHARED", "OUT_TMA", "num_warps")}}
+                                             "V_MEAN_IN_SHARED", "OUT_TMA", "KEY_GROUP", "num_warps")}}
     constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
                   (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
                   (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
                   (names.index("CONSUMER_REGS"),): wg.consumer_regs,
                   (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
                   (names.index("WIDE"),): wide, (names.index("V_MEAN_IN_SHARED"),): ga.V_MEAN_IN_SHARED[wide],
-                  (names.index("OUT_TMA"),): ga.OUTPUT_BY_TMA,
+                  (names.index("OUT_TMA"),): ga.OUTPUT_BY_TMA, (names.index("KEY_GROUP"),): key_group,
                   (names.index("num_warps"),): 4}
     # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
     aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
@@ -280,7 +285,7 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
     from accel.kernels.attention import launch_attention
     from accel.kernels.quantize import QuantizeJob, quantize_many
     from tune_quantize import kernel_times  # benchmarks/
-    from accel.testing import activation_like_qkv, exact_attention, rel_l2
+    from accel.testing import activation_like_qkv, exact_attention, grouped_keys, rel_l2
 
     reason = ga.gluon_unavailable_reason(torch.device("cuda"))
     if reason:
@@ -329,6 +334,17 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
         q_bshd = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, S, D) view of (B, S, H, D) memory
         token = inputs(q, k, v, "token")
         runs = {**kernels(*head, out, d, "head", q_bshd), **kernels(*token, out, d, "token", q_bshd)}
+        if d == 128:  # probe (NOTES 49): K's descales shared by groups of 32 / 64 keys, one factor per group
+            for group in (32, 64):
+                k8g, kdg = grouped_keys(k, group)
+                kgd = ga.key_group_descales(kdg, ga.BLOCK_N, group)
+                q8t, qdt, v8t_mma, vdt = token[0], token[2], token[5], token[6]
+                runs[f"gluon-token-kgroup{group}"] = functools.partial(
+                    ga.launch_gluon_attention, q8t, k8g, v8t_mma, qdt, kdg, vdt, out, d ** -0.5, None, True,
+                    key_group=group, k_group_descale=kgd)
+                # the same inputs through the per-token path: the same result, per-key cost
+                runs[f"gluon-token-kgroup{group}-perkey"] = functools.partial(
+                    ga.launch_gluon_attention, q8t, k8g, v8t_mma, qdt, kdg, vdt, out, d ** -0.5, None, True)
         for tag, (q8_, k8_, qd_, kd_, *_) in (("head", head), ("token", token)):
             # smooth-V (`balanced`, `quality`): V^T of V - mean, the mean added in the epilogue
             v8t_s, vd_s, v_mean = ops.quantize_value(v, tag, True, True, "mma")
@@ -372,6 +388,7 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
             others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", *(f"gluon-{g}{x}" for x in VARIANTS[g]),
+                      *(f"gluon-{g}-kgroup{n}{x}" for n in (32, 64) for x in ("", "-perkey")),
                       f"gluon-{g}-vmean", *(f"gluon-{g}-vmean{x}" for x in VMEAN_VARIANTS[g]), "fa3-fp8")
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
             if f"q-passes-{g}" in ms:

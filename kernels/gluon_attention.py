@@ -149,7 +149,7 @@ HEAD_DIMS = tuple(sorted(WARP_GROUPS))  # the kernel's; others take the Triton k
 # --------------------------------------------------------------------------------------------
 @gluon.jit
 def _load_key_block(g, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_bufs, k_ready, k_empty, bh, kd_pad,
-                    PER_TOKEN: gl.constexpr, WIDE: gl.constexpr):
+                    PER_TOKEN: gl.constexpr, WIDE: gl.constexpr, KEY_GROUP: gl.constexpr):
     """K_j (with WIDE its 64-key tail too; per token its descales) into ring slot g % STAGES once
     the consumers freed it (empty barriers start with their previous phase complete: the first
     lap passes). K's row coordinate may be negative for block 0 (keys right-aligned): TMA fills
@@ -166,7 +166,11 @@ def _load_key_block(g, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_
     mbarrier.wait(k_empty.index(stage), ((g // STAGES) & 1) ^ 1)
     if PER_TOKEN:  # the block's key descales ride on K's barrier (zeros left of the first key)
         mbarrier.expect(k_ready.index(stage), NBYTES + kd_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(kd_desc, [bh, j * KEYS - kd_pad], k_ready.index(stage), ks_bufs.index(stage))
+        if KEY_GROUP:  # one box of 8 group descales a block
+            kd_col = j * kd_desc.block_type.shape[1]
+        else:
+            kd_col = j * KEYS - kd_pad
+        tma.async_copy_global_to_shared(kd_desc, [bh, kd_col], k_ready.index(stage), ks_bufs.index(stage))
     else:
         mbarrier.expect(k_ready.index(stage), NBYTES)
     tma.async_copy_global_to_shared(k_desc, [kv_row + j * KEYS, 0], k_ready.index(stage), k_bufs.index(stage))
@@ -201,7 +205,8 @@ def _load_value_block(g, j, vt_desc, vtb_desc, vt_bufs, vtb_bufs, v_ready, v_emp
 
 
 @gluon.jit
-def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr, WIDE: gl.constexpr):
+def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS: gl.constexpr, WIDE: gl.constexpr,
+              KEY_GROUP: gl.constexpr):
     (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, q_ready,
      q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks, key_pad, kd_pad, vt_shift) = args
     WG_M: gl.constexpr = q_desc.block_type.shape[-2]  # Q tiles: (64, D), or (1, 1, 64, D) from the caller's view
@@ -225,7 +230,7 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
         # D = 128 per head and up to 16% (head) / 28% (token) slower at D = 64 (NOTES 46).
         for j in range(n_blocks):
             _load_key_block(base + j, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_bufs, k_ready, k_empty,
-                            bh, kd_pad, PER_TOKEN, WIDE)
+                            bh, kd_pad, PER_TOKEN, WIDE, KEY_GROUP)
             _load_value_block(base + j, j, vt_desc, vtb_desc, vt_bufs, vtb_bufs, v_ready, v_empty, bh, vt_shift, WIDE)
         i += 1
 
@@ -319,6 +324,92 @@ def _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES: gl.constexpr, WIDE: g
 
 
 @gluon.jit
+def _group_view(s, GROUP: gl.constexpr):
+    """Scores (M, N) as (M, N // GROUP, GROUP // 8, 4, 2): (row, key group, the thread's 8-key
+    chunk within it, quad lane, pair), since thread t of a quad holds keys 8i + 2t + e (see
+    :func:`_p_operand`). Axes 2 and 4 lie in a thread's registers: reductions over them take no
+    shuffles."""
+    M: gl.constexpr = s.shape[0]
+    N: gl.constexpr = s.shape[1]
+    return gl.reshape(s, [M, N // GROUP, GROUP // 8, 4, 2])
+
+
+@gluon.jit
+def _group_factor_layout(s_init, GROUP: gl.constexpr):
+    """A (M, groups) tensor in the layout of a block's per-(row, key group) factors (traced for its
+    type only: the compiler drops it)."""
+    return gl.max(gl.max(gl.max(_group_view(s_init, GROUP), axis=4), axis=2), axis=2)
+
+
+@gluon.jit
+def _grouped_max(s, kg, qk_scale, GROUP: gl.constexpr):
+    """With one key descale per group of GROUP keys (``kg``, (1, the block's groups)): the scores in
+    groups (s5), each (row, group)'s exp2 factor f = query scale x group's key descale, and each
+    row's max of s x f. The max scales the thread's in-thread partial max of each group (one
+    FMUL per row and group) instead of every score (one FMUL each, per token)."""
+    s5 = _group_view(s, GROUP)
+    pm = gl.max(gl.max(s5, axis=4), axis=2)  # (M, groups, lanes): in-thread
+    f_layout: gl.constexpr = gl.SliceLayout(2, pm.type.layout)
+    f = gl.expand_dims(gl.convert_layout(qk_scale, gl.SliceLayout(1, f_layout)), 1) * kg
+    m = gl.max(gl.max(pm * gl.expand_dims(f, 2), axis=1), axis=1)
+    return s5, f, m
+
+
+@gluon.jit
+def _grouped_exp2(s5, f, m_new, s):
+    """exp2(s x f - (m - 8)) for the grouped scores s5 (one FFMA per score, f per row and group),
+    back in the layout of the scores ``s``."""
+    L5: gl.constexpr = s5.type.layout
+    row5: gl.constexpr = gl.SliceLayout(1, gl.SliceLayout(1, gl.SliceLayout(1, gl.SliceLayout(1, L5))))
+    m5 = gl.convert_layout(m_new - 8.0, row5, assert_trivial=True)
+    m5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(gl.expand_dims(m5, 1), 1), 1), 1)
+    f5 = gl.expand_dims(gl.expand_dims(gl.expand_dims(f, 2), 2), 4)
+    p5 = gl.exp2(s5 * f5 - m5)
+    M: gl.constexpr = s5.shape[0]
+    N: gl.constexpr = s5.shape[1] * s5.shape[2] * 8
+    return gl.convert_layout(gl.reshape(p5, [M, N]), s.type.layout, assert_trivial=True)
+
+
+@gluon.jit
+def _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, GROUP: gl.constexpr, WIDE: gl.constexpr):
+    """:func:`_online_softmax` with key descales per group of GROUP keys (kg for s's groups, kgb
+    for sb's) and per-row query scales (``qk_scale``)."""
+    row_s: gl.constexpr = m_i.type.layout
+    s5, f, m_blk = _grouped_max(s, kg, qk_scale, GROUP)
+    m_blk = gl.convert_layout(m_blk, row_s, assert_trivial=True)
+    if WIDE:
+        sb5, fb, mb = _grouped_max(sb, kgb, qk_scale, GROUP)
+        m_blk = gl.maximum(m_blk, gl.convert_layout(mb, row_s, assert_trivial=True))
+    m_new = gl.maximum(m_i, m_blk)
+    p = _grouped_exp2(s5, f, m_new, s)
+    alpha = gl.exp2(m_i - m_new)
+    if WIDE:
+        pb = _grouped_exp2(sb5, fb, m_new, sb)
+        l_blk = gl.convert_layout(gl.sum(_fold(p, pb, "sum"), axis=1), row_s, assert_trivial=True)
+    else:
+        pb = 0.0
+        l_blk = gl.sum(p, axis=1)
+    l_i = l_i * alpha + l_blk
+    return p, pb, alpha, l_i, m_new
+
+
+@gluon.jit
+def _group_descales(ring, stage, s_init, sb_init, GROUP: gl.constexpr, WIDE: gl.constexpr):
+    """The key-group descales of the block in ring slot ``stage`` (staged by TMA with K, 8 floats
+    a block), as (1, groups) rows in the layout of :func:`_grouped_max`'s factors: (kg, kgb), kgb
+    = kg when not WIDE. Shared, not global, memory: 64-bit addresses per value spilled 1 KB."""
+    ks = ring[4].index(stage)
+    G: gl.constexpr = s_init.shape[1] // GROUP
+    kg = ks.slice(0, G, dim=1).load(_group_factor_layout(s_init, GROUP).type.layout)
+    if WIDE:
+        GB: gl.constexpr = sb_init.shape[1] // GROUP
+        kgb = ks.slice(G, GB, dim=1).load(_group_factor_layout(sb_init, GROUP).type.layout)
+    else:
+        kgb = kg
+    return kg, kgb
+
+
+@gluon.jit
 def _p_operand(p, p_layout: gl.constexpr):
     """P (at most 256: no saturation) as the e4m3 register A operand of the P V wgmma.
 
@@ -385,9 +476,9 @@ def _key_scales(ring, stage, s_init, sb_init, WIDE: gl.constexpr):
 
 
 @gluon.jit
-def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, qk_scale, p_layout: gl.constexpr,
-             row_o: gl.constexpr, PER_TOKEN: gl.constexpr, ROW_SCALES: gl.constexpr,
-             PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr):
+def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, qk_scale,
+             p_layout: gl.constexpr, row_o: gl.constexpr, PER_TOKEN: gl.constexpr, ROW_SCALES: gl.constexpr,
+             PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr, KEY_GROUP: gl.constexpr):
     """Key block j of the tile (g: its number across this CTA's tiles, which picks the ring slot
     and phase): finish block j-1 (retire P_{j-2} V_{j-2}, rescale, quantize P_{j-1}), then run
     S_j = Q K_j^T and acc += P_{j-1} V_{j-1} together; returns with P_{j-1} V_{j-1} in flight.
@@ -403,7 +494,9 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
     p8, pb8 = _p_operands(p, pb, p_layout, WIDE)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
-    if PER_TOKEN and PRELOAD_KEY_SCALES:  # read before the wgmmas: the loads' latency hides under them
+    if KEY_GROUP and not WIDE:  # one descale per key group, staged with K_j: read before the wgmmas
+        kg, kgb = _group_descales(ring, stage, s_init, sb_init, KEY_GROUP, WIDE)
+    elif PER_TOKEN and PRELOAD_KEY_SCALES and not KEY_GROUP:  # read before the wgmmas: the loads' latency hides under them
         ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
     s, sb = _scores(q_smem, ring, stage, s_init, sb_init, WIDE)
     mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
@@ -414,21 +507,27 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
         s, sb = warpgroup_mma_wait(num_outstanding=2, deps=(s, sb))
     else:
         s = warpgroup_mma_wait(num_outstanding=1, deps=(s, ))
-    if PER_TOKEN:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
+    if PER_TOKEN and not KEY_GROUP:  # block j's key descales, staged with K_j (read before K_j's slot is given back)
         if not PRELOAD_KEY_SCALES:
             ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
         s = s * ks
         if WIDE:
             sb = sb * ksb
+    if KEY_GROUP and WIDE:  # after the wait: before, their registers spilled the loop
+        kg, kgb = _group_descales(ring, stage, s_init, sb_init, KEY_GROUP, WIDE)
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
-    p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
+    if KEY_GROUP:
+        p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, KEY_GROUP, WIDE)
+    else:
+        p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
     return acc, p, pb, alpha, l_i, m_i
 
 
 @gluon.jit
 def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr,
               CONSUMERS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr, WIDE: gl.constexpr,
-              V_MEAN_IN_SHARED: gl.constexpr, OUT_TMA: gl.constexpr, num_warps: gl.constexpr, WG: gl.constexpr):
+              V_MEAN_IN_SHARED: gl.constexpr, OUT_TMA: gl.constexpr, KEY_GROUP: gl.constexpr, num_warps: gl.constexpr,
+              WG: gl.constexpr):
     """Consumer warpgroup WG of CONSUMERS: for each of the CTA's tiles, query rows 64 WG + [0, 64)
     of the tile against every key block of its head. Descales per head, or with PER_TOKEN per query, key and channel;
     with QUANTIZE_Q the warpgroup quantizes its bf16/fp16 query rows itself, one scale per row,
@@ -513,7 +612,7 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
             s, sb = warpgroup_mma_wait(num_outstanding=0, deps=(s, sb))
         else:
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-        if PER_TOKEN:
+        if PER_TOKEN and not KEY_GROUP:
             ks, ksb = _key_scales(ring, stage0, s_init, sb_init, WIDE)
             s = s * ks
             if WIDE:
@@ -522,7 +621,11 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
         if WIDE:
             sb = gl.where(gl.expand_dims(cols_b >= key_pad, 0), sb, float("-inf"))
-        p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
+        if KEY_GROUP:  # padding groups' descales are 1: -inf stays -inf
+            kg, kgb = _group_descales(ring, stage0, s_init, sb_init, KEY_GROUP, WIDE)
+            p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, KEY_GROUP, WIDE)
+        else:
+            p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
 
         # Stage 1 - steady state, rotated: P V's wait_group 0 opens the next iteration, across the
@@ -532,11 +635,11 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         # skipped with P V in flight on both paths.
         acc, p, pb, alpha, l_i, m_i = _kv_step(1, base + 1, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init,
                                                sb_init, qk_scale, p_layout, row_o, PER_TOKEN, ROW_SCALES,
-                                               PRELOAD_KEY_SCALES, WIDE)
+                                               PRELOAD_KEY_SCALES, WIDE, KEY_GROUP)
         for j in range(2, n_blocks):
             acc, p, pb, alpha, l_i, m_i = _kv_step(j, base + j, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init,
                                                    sb_init, qk_scale, p_layout, row_o, PER_TOKEN, ROW_SCALES,
-                                                   PRELOAD_KEY_SCALES, WIDE)
+                                                   PRELOAD_KEY_SCALES, WIDE, KEY_GROUP)
         if not QUANTIZE_Q:  # every Q K^T of the tile has retired: the producer may load the tile after next's Q
             mbarrier.arrive(q_empty.index(qb), count=1)
 
@@ -617,7 +720,7 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                             QUANTIZE_Q: gl.constexpr, Q8_LAYOUT: gl.constexpr, STAGES: gl.constexpr,
                             CONSUMERS: gl.constexpr, CONSUMER_REGS: gl.constexpr, PRELOAD_KEY_SCALES: gl.constexpr,
                             WIDE: gl.constexpr, V_MEAN_IN_SHARED: gl.constexpr, OUT_TMA: gl.constexpr,
-                            num_warps: gl.constexpr):
+                            KEY_GROUP: gl.constexpr, num_warps: gl.constexpr):
     """Persistent: grid (min(tiles, SMs),), tile t = 64 CONSUMERS query rows t % n_m of head
     t // n_m (a wave of CTAs shares few heads' K and V in L2). Q8 / K8 as (B*H*S, D) rows, V^T as (B*H*D,
     S_blocks) rows. Descales fp32: (B*H,) each, or with PER_TOKEN Q's rows of (B*H, *) with
@@ -672,7 +775,7 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     else:
         vm_bufs = k_bufs  # unread
     if PER_TOKEN:
-        gl.static_assert(kd_desc.block_type.shape[1] >= KEYS)
+        gl.static_assert(kd_desc.block_type.shape[1] >= KEYS or KEY_GROUP > 0)
         ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
     else:
         ks_bufs = k_bufs  # unread
@@ -695,19 +798,19 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                 key_pad, kd_pad, vt_shift)
     if CONSUMERS == 2:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, KEY_GROUP, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 1)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 1],
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, KEY_GROUP, num_warps, 1)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE, KEY_GROUP))], [4, 1],
                            [CONSUMER_REGS, 24])
     else:
         gl.warp_specialize([(_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 0)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, KEY_GROUP, num_warps, 0)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 1)),
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, KEY_GROUP, num_warps, 1)),
                             (_consumer, (consumer, HAS_V_MEAN, PER_TOKEN, QUANTIZE_Q, CONSUMERS, PRELOAD_KEY_SCALES,
-                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, num_warps, 2)),
-                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE))], [4, 4, 1],
+                                         WIDE, V_MEAN_IN_SHARED, OUT_TMA, KEY_GROUP, num_warps, 2)),
+                            (_producer, (producer, PER_TOKEN, QUANTIZE_Q, CONSUMERS, WIDE, KEY_GROUP))], [4, 4, 1],
                            [CONSUMER_REGS, CONSUMER_REGS, 24])
 
 
@@ -857,7 +960,8 @@ def _rows_desc(t: torch.Tensor, block_shape: tuple, layout):
 
 def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor, q_descale: torch.Tensor,
                            k_descale: torch.Tensor, v_descale: torch.Tensor, out: torch.Tensor, sm_scale: float,
-                           v_mean: torch.Tensor | None = None, persistent: bool | None = None) -> None:
+                           v_mean: torch.Tensor | None = None, persistent: bool | None = None,
+                           key_group: int = 0, k_group_descale: torch.Tensor | None = None) -> None:
     """Write ``out``, a (B, H, Sq, D) view with unit last stride (bf16 or fp16), from Q, K8
     (B, H, S, D) contiguous e4m3, V^T (B, H, D, S_blocks) in :func:`mma_key_order`, right-aligned,
     fp32 descales: per head (B, H) each, or per token for Q (B, H, Sq) and K (B, H, Skv) (unit
@@ -865,14 +969,17 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     fp32. ``q``: contiguous e4m3 with ``q_descale``, or the caller's bf16/fp16 (B, H, Sq, D)
     view (:func:`query_in_kernel_reason` None; ``q_descale`` unread), which the kernel quantizes
     with one scale per row whatever K's granularity. ``persistent``: one CTA per SM looping over
-    tiles, or one per tile (None: the measured choice for the shape, :func:`persistent_grid`)."""
+    tiles, or one per tile (None: the measured choice for the shape, :func:`persistent_grid`).
+    ``key_group`` (probe, NOTES 49; D = 128, 128-key blocks): per token, K's descales are constant
+    over groups of that many keys counted from the last key, and the kernel applies one per group
+    instead of one per key; ``k_group_descale``: :func:`key_group_descales` of them, if at hand."""
     B, H, Sq, D = q.shape
     Skv = k8.shape[2]
     assert D in HEAD_DIMS and v8t.shape == (B, H, D, mma_row_length(Skv)), (q.shape, k8.shape, v8t.shape)
     assert Skv > BLOCK_N, f"the kernel peels its second key block: {Skv} keys"
     quantize_q = q.dtype != torch.float8_e4m3fn
     per_token = k_descale.dim() == 3
-    keys = key_block(D, per_token, Skv)
+    keys = BLOCK_N if key_group else key_block(D, per_token, Skv)  # grouped: 192 keys spill (NOTES 49)
     if quantize_q:
         assert query_in_kernel_reason(q) is None, query_in_kernel_reason(q)
         q_descale = k_descale  # unread: any real tensor
@@ -901,7 +1008,12 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         kb_desc, vtb_desc = _rows_desc(k8, (TAIL_N, D), kbl), _rows_desc(v8t, (D, TAIL_N), vtbl)
     else:
         kb_desc, vtb_desc = k_desc, vt_desc  # unread
-    kd_desc, kd_pad = _key_descale_desc(k_descale, keys, kdl) if per_token else (k_desc, 0)
+    if key_group:
+        assert per_token and D == 128 and key_group in (32, 64), (per_token, D, key_group)
+        groups = key_group_descales(k_descale, keys, key_group) if k_group_descale is None else k_group_descale
+        kd_desc, kd_pad = _rows_desc(groups, (1, 8), gl.NVMMASharedLayout.get_default_for([1, 8], gl.float32)), 0
+    else:
+        kd_desc, kd_pad = _key_descale_desc(k_descale, keys, kdl) if per_token else (k_desc, 0)
     out_tma = OUTPUT_BY_TMA and _tma_view_reason(out) is None
     out_desc = (_desc(out, tuple(out.shape), tuple(out.stride()), (1, 1, WG_M, D), _row_box_layout(D, out.dtype))
                 if out_tma else k_desc)
@@ -917,4 +1029,22 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
         q_descale.stride(1) if per_token and not quantize_q else 0, kd_pad,
         HAS_V_MEAN=has_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql, STAGES=NUM_STAGES,
         CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs, PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[D],
-        WIDE=wide, V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], OUT_TMA=out_tma, num_warps=4, maxnreg=wg.maxnreg)
+        WIDE=wide, V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], OUT_TMA=out_tma, KEY_GROUP=key_group, num_warps=4,
+        maxnreg=wg.maxnreg)
+
+
+def key_group_descales(k_descale: torch.Tensor, keys: int, group: int) -> torch.Tensor:
+    """Per-token key descales (B, H, Skv), constant over groups of ``group`` keys counted from the
+    last key, as the kernel stages them: one per group, right-aligned into whole blocks of
+    ``keys`` keys, each block's groups in a row of 8 floats (one 32-byte TMA box), (B*H, blocks
+    x 8); padding groups 1 (a masked score times 1 stays -inf)."""
+    B, H, Skv = k_descale.shape
+    per_block = keys // group
+    groups = -(-Skv // group)
+    blocks = -(-Skv // keys)
+    last_keys = torch.arange(Skv - 1 - group * (groups - 1), Skv, group, device=k_descale.device)
+    flat = torch.ones(B * H, blocks * per_block, dtype=torch.float32, device=k_descale.device)
+    flat[:, blocks * per_block - groups:] = k_descale.reshape(B * H, Skv)[:, last_keys]
+    out = torch.ones(B * H, blocks, 8, dtype=torch.float32, device=k_descale.device)
+    out[:, :, :per_block] = flat.view(B * H, blocks, per_block)
+    return out.view(B * H, blocks * 8)

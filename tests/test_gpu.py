@@ -349,6 +349,35 @@ def test_gluon_kernel_output_paths(granularity, skv, monkeypatch):
 
 
 @needs_gluon
+@pytest.mark.parametrize("group", [32, 64])
+@pytest.mark.parametrize("skv", [300, 1000, 4200])
+def test_gluon_key_groups_match_per_key_descales(group, skv):
+    """Probe (NOTES 49): with K's descales shared by groups of keys, the kernel's one factor per
+    group gives what its per-key path gives on the same inputs (up to P's e4m3 rounding), with
+    block 0 part padding (300, 1000, 4200 keys: 84, 24, 8 padding keys) and no row unwritten."""
+    from accel.kernels import gluon_attention as ga
+    from accel.kernels import ops
+    from accel.testing import grouped_keys
+
+    g = _cuda_gen()
+    q, k, v = activation_like_qkv(1, 3, 700, skv, 128, "activation", device="cuda", generator=g)
+    q8, _, _, qd, _, _, _, _ = ops.quantize_qkv(q, k, v, "token", True, False, False)
+    k8, kd = grouped_keys(k, group)
+    v8t, vd, _ = ops.quantize_value(v, "token", False, True, "mma")
+    outs = {}
+    for name, key_group in (("grouped", group), ("per_key", 0)):
+        out = torch.full_like(q, float("nan"))
+        ga.launch_gluon_attention(q8, k8, v8t, qd, kd, vd, out, 128 ** -0.5, key_group=key_group)
+        torch.cuda.synchronize()
+        outs[name] = out
+    assert outs["grouped"].isfinite().all()
+    assert rel_l2(outs["grouped"], outs["per_key"]) < 2e-3
+    rows = torch.arange(0, 700, 5, device="cuda")
+    ref, _ = exact_attention(q, k, v, rows=rows)
+    assert rel_l2(outs["grouped"][:, :, rows], ref) < BOUNDS[("activation", "token")]
+
+
+@needs_gluon
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("persistent", [True, False])
 def test_gluon_kernel_serves_prequantized_qk(granularity, persistent, gluon_from_two_key_blocks, monkeypatch):
