@@ -35,6 +35,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 31   # session 13: TMA-stored output, padding-aware key blocks; Gluon tests
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 32   # session 13: whole calls, issue 3's rows
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 33   # session 14: the GPU suite stage 31 leaves out
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 34   # session 14: stage 31 again, key-group probe rows
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -43,7 +44,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|33}"
+stage="${1:?usage: gpu_session.sh 1|2|...|34}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -458,7 +459,18 @@ case "$stage" in
     tests/test_processors.py tests/test_compile.py -k "not (gluon or query or keys_per_head or dispatch)"
   tail -n 14 "$out/suite.log"; grep -E "^(FAILED|ERROR)" "$out/suite.log"
   ;;
+34)
+  # Session 14 (NOTES 49): stage 31 from the committed kernel (session 13's logs were lost), with
+  # the key-group probe's rows (K's descales per 32 / 64 keys, one factor per group) and its test.
+  run tests 270 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query or keys_per_head or dispatch"
+  run gluon-out 270 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
+    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,24x8192x8192x64
+  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
+  grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 33" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 34" >&2; exit 2 ;;
 esac
 cat "$summary"
