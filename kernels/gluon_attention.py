@@ -119,6 +119,8 @@ PRELOAD_KEY_SCALES = {128: True, 64: False}
 V_MEAN_IN_SHARED = {True: True, False: False}
 #: The output leaves through shared memory by TMA stores (asynchronous: the next tile starts under
 #: them) where the caller's view allows a TMA map, else by plain masked stores from registers.
+#: H200, kernel only, D = 128: 1.29x the plain stores at 512 keys, 1.10x at 1024-2048, 1.03-1.06x
+#: at 4608-32760 per head; 1.23x to 1.00x per token (NOTES 48).
 OUTPUT_BY_TMA = True
 #: Triton versions whose Gluon API this kernel was written and run against.
 TESTED_TRITON = ("3.6.",)
@@ -371,42 +373,24 @@ def _grouped_exp2(s5, f, m_new, s):
 
 
 @gluon.jit
-def _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, GROUP: gl.constexpr, WIDE: gl.constexpr):
-    """:func:`_online_softmax` with key descales per group of GROUP keys (kg for s's groups, kgb
-    for sb's) and per-row query scales (``qk_scale``)."""
-    row_s: gl.constexpr = m_i.type.layout
+def _online_softmax_grouped(s, kg, m_i, l_i, qk_scale, GROUP: gl.constexpr):
+    """:func:`_online_softmax` (128-key blocks) with key descales per group of GROUP keys (``kg``)
+    and per-row query scales (``qk_scale``); pb is a placeholder."""
     s5, f, m_blk = _grouped_max(s, kg, qk_scale, GROUP)
-    m_blk = gl.convert_layout(m_blk, row_s, assert_trivial=True)
-    if WIDE:
-        sb5, fb, mb = _grouped_max(sb, kgb, qk_scale, GROUP)
-        m_blk = gl.maximum(m_blk, gl.convert_layout(mb, row_s, assert_trivial=True))
-    m_new = gl.maximum(m_i, m_blk)
+    m_new = gl.maximum(m_i, gl.convert_layout(m_blk, m_i.type.layout, assert_trivial=True))
     p = _grouped_exp2(s5, f, m_new, s)
     alpha = gl.exp2(m_i - m_new)
-    if WIDE:
-        pb = _grouped_exp2(sb5, fb, m_new, sb)
-        l_blk = gl.convert_layout(gl.sum(_fold(p, pb, "sum"), axis=1), row_s, assert_trivial=True)
-    else:
-        pb = 0.0
-        l_blk = gl.sum(p, axis=1)
-    l_i = l_i * alpha + l_blk
-    return p, pb, alpha, l_i, m_new
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    return p, 0.0, alpha, l_i, m_new
 
 
 @gluon.jit
-def _group_descales(ring, stage, s_init, sb_init, GROUP: gl.constexpr, WIDE: gl.constexpr):
-    """The key-group descales of the block in ring slot ``stage`` (staged by TMA with K, 8 floats
-    a block), as (1, groups) rows in the layout of :func:`_grouped_max`'s factors: (kg, kgb), kgb
-    = kg when not WIDE. Shared, not global, memory: 64-bit addresses per value spilled 1 KB."""
-    ks = ring[4].index(stage)
+def _group_descales(ring, stage, s_init, GROUP: gl.constexpr):
+    """The key-group descales of the block in ring slot ``stage`` (staged by TMA with K, a row of
+    8 floats a block) as a (1, groups) row in the layout of :func:`_grouped_max`'s factors. From
+    shared memory: loaded from global memory (64-bit addresses per value) they spilled 1 KB."""
     G: gl.constexpr = s_init.shape[1] // GROUP
-    kg = ks.slice(0, G, dim=1).load(_group_factor_layout(s_init, GROUP).type.layout)
-    if WIDE:
-        GB: gl.constexpr = sb_init.shape[1] // GROUP
-        kgb = ks.slice(G, GB, dim=1).load(_group_factor_layout(sb_init, GROUP).type.layout)
-    else:
-        kgb = kg
-    return kg, kgb
+    return ring[4].index(stage).slice(0, G, dim=1).load(_group_factor_layout(s_init, GROUP).type.layout)
 
 
 @gluon.jit
@@ -494,8 +478,8 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
     p8, pb8 = _p_operands(p, pb, p_layout, WIDE)
     # Early Q K^T: block j's scores are issued before block j-1's P V, back to back.
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
-    if KEY_GROUP and not WIDE:  # one descale per key group, staged with K_j: read before the wgmmas
-        kg, kgb = _group_descales(ring, stage, s_init, sb_init, KEY_GROUP, WIDE)
+    if KEY_GROUP:  # one descale per key group, staged with K_j: read before the wgmmas
+        kg = _group_descales(ring, stage, s_init, KEY_GROUP)
     elif PER_TOKEN and PRELOAD_KEY_SCALES and not KEY_GROUP:  # read before the wgmmas: the loads' latency hides under them
         ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
     s, sb = _scores(q_smem, ring, stage, s_init, sb_init, WIDE)
@@ -513,11 +497,9 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
         s = s * ks
         if WIDE:
             sb = sb * ksb
-    if KEY_GROUP and WIDE:  # after the wait: before, their registers spilled the loop
-        kg, kgb = _group_descales(ring, stage, s_init, sb_init, KEY_GROUP, WIDE)
     mbarrier.arrive(k_empty.index(stage), count=1)  # K_j is read: the producer may refill its slot
     if KEY_GROUP:
-        p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, KEY_GROUP, WIDE)
+        p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, kg, m_i, l_i, qk_scale, KEY_GROUP)
     else:
         p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
     return acc, p, pb, alpha, l_i, m_i
@@ -622,8 +604,8 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         if WIDE:
             sb = gl.where(gl.expand_dims(cols_b >= key_pad, 0), sb, float("-inf"))
         if KEY_GROUP:  # padding groups' descales are 1: -inf stays -inf
-            kg, kgb = _group_descales(ring, stage0, s_init, sb_init, KEY_GROUP, WIDE)
-            p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, sb, kg, kgb, m_i, l_i, qk_scale, KEY_GROUP, WIDE)
+            kg = _group_descales(ring, stage0, s_init, KEY_GROUP)
+            p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, kg, m_i, l_i, qk_scale, KEY_GROUP)
         else:
             p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)
         acc = warpgroup_mma_init(acc)  # the loop carries acc as an in-flight wgmma accumulator
@@ -774,7 +756,9 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
                                             gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[0]))
     else:
         vm_bufs = k_bufs  # unread
-    if PER_TOKEN:
+    # key groups with 192-key blocks: 0.5-1.2 KB of spills in the main loop (NOTES 49)
+    gl.static_assert(not (KEY_GROUP and WIDE))
+    if PER_TOKEN:  # the key descales of a block (per key, or 8 key-group ones)
         gl.static_assert(kd_desc.block_type.shape[1] >= KEYS or KEY_GROUP > 0)
         ks_bufs = gl.allocate_shared_memory(kd_desc.dtype, [STAGES] + kd_desc.block_type.shape, kd_desc.layout)
     else:
