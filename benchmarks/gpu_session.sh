@@ -36,6 +36,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 32   # session 13: whole calls, issue 3's rows
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 33   # session 14: the GPU suite stage 31 leaves out
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 34   # session 14: stage 31 again, key-group probe rows
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 35   # session 14: 31, 32 and 34 cut to one call
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -44,7 +45,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|34}"
+stage="${1:?usage: gpu_session.sh 1|2|...|35}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -470,7 +471,22 @@ case "$stage" in
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
   grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
+35)
+  # Session 14, when one device call was all it could get: the output-path and key-group tests,
+  # the kernel-only A/B rows (TMA stores, key blocks, key groups) at three shapes, and issue 3's
+  # whole calls at D = 128.
+  run tests 120 python -m pytest -q tests/test_gpu.py -k "output_paths or key_groups or gluon_kernel_matches"
+  run gluon-out 150 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
+    --shapes 12x32760x512x128,24x8192x8192x128,12x32760x32760x128
+  run whole 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/whole.json" --shapes \
+    24x8192x8192x128,12x32760x32760x128,12x32760x512x128 \
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-triton-token
+  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
+  grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  tail -n 7 "$out/whole.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 34" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 35" >&2; exit 2 ;;
 esac
 cat "$summary"
