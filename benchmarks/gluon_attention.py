@@ -21,7 +21,7 @@ Rows named in VARIANTS run the kernel with other module settings (NOTES 46-48): 
 "-plain-stores" storing the output from registers instead of by TMA, "-ks-late" reading
 per-token key descales after Q K^T. Rows "gluon-token-kgroup32/64" (probe, NOTES 49): K quantized
 with one scale per group of 32 / 64 keys, which the kernel applies per group; "-perkey": the same
-inputs through the per-token path.
+inputs through the per-token path (rows built only when --kernels names "kgroup").
 The exploration variants of NOTES 28-29 (one 8-warp consumer partition, ping-pong turns) are in
 the git history of this file.
 """
@@ -334,7 +334,8 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
         q_bshd = q.transpose(1, 2).contiguous().transpose(1, 2)  # (B, H, S, D) view of (B, S, H, D) memory
         token = inputs(q, k, v, "token")
         runs = {**kernels(*head, out, d, "head", q_bshd), **kernels(*token, out, d, "token", q_bshd)}
-        if d == 128:  # probe (NOTES 49): K's descales shared by groups of 32 / 64 keys, one factor per group
+        if d == 128 and only and "kgroup" in only:  # probe (NOTES 49), named rows only: not yet run on a GPU
+            # K's descales shared by groups of 32 / 64 keys, one factor per group
             for group in (32, 64):
                 k8g, kdg = grouped_keys(k, group)
                 kgd = ga.key_group_descales(kdg, ga.BLOCK_N, group)

@@ -594,7 +594,9 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
             s, sb = warpgroup_mma_wait(num_outstanding=0, deps=(s, sb))
         else:
             s = warpgroup_mma_wait(num_outstanding=0, deps=(s, ))
-        if PER_TOKEN and not KEY_GROUP:
+        if KEY_GROUP:  # read before K_0's slot is given back; padding groups' are 1 (-inf stays -inf)
+            kg = _group_descales(ring, stage0, s_init, KEY_GROUP)
+        elif PER_TOKEN:
             ks, ksb = _key_scales(ring, stage0, s_init, sb_init, WIDE)
             s = s * ks
             if WIDE:
@@ -603,8 +605,7 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         s = gl.where(gl.expand_dims(cols >= key_pad, 0), s, float("-inf"))
         if WIDE:
             sb = gl.where(gl.expand_dims(cols_b >= key_pad, 0), sb, float("-inf"))
-        if KEY_GROUP:  # padding groups' descales are 1: -inf stays -inf
-            kg = _group_descales(ring, stage0, s_init, KEY_GROUP)
+        if KEY_GROUP:
             p, pb, alpha, l_i, m_i = _online_softmax_grouped(s, kg, m_i, l_i, qk_scale, KEY_GROUP)
         else:
             p, pb, alpha, l_i, m_i = _online_softmax(s, sb, m_i, l_i, qk_scale, ROW_SCALES, WIDE)

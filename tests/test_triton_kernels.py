@@ -232,6 +232,33 @@ def test_gluon_key_blocks_are_wide_where_their_padding_pays():
                for skv in (129, 512, 8192))
 
 
+@pytest.mark.parametrize("skv", [129, 300, 1024])
+@pytest.mark.parametrize("group", [32, 64])
+def test_gluon_key_group_descales_tile_the_kernel_blocks(skv, group):
+    """The key-group probe's inputs (NOTES 49): K quantized with one scale per group of keys
+    counted from the last key, and the kernel's layout of those scales, one 8-float row a
+    128-key block, right-aligned like the keys, padding groups 1."""
+    from accel.kernels import gluon_attention as ga
+    from accel.testing import grouped_keys
+
+    k = torch.randn(1, 2, skv, 128, generator=torch.Generator().manual_seed(skv)) * torch.rand(skv, 1) * 4
+    k8, descale = grouped_keys(k, group)
+    # each key's descale is its group's, groups end-aligned; K8 x descale is K smoothed
+    firsts = (skv - 1 - torch.arange(skv)) // group
+    for g in firsts.unique():
+        assert descale[..., firsts == g].unique(dim=-1).shape[-1] == 1
+    smoothed = k - k.mean(dim=2, keepdim=True)
+    assert rel_l2(k8.float() * descale.unsqueeze(-1), smoothed) < 0.05
+    rows = ga.key_group_descales(descale, 128, group).view(2, -1, 8)
+    blocks, per_block = -(-skv // 128), 128 // group
+    assert rows.shape[1] == blocks and (rows[..., per_block:] == 1).all()
+    padded = rows[..., :per_block].reshape(2, -1)  # the group descales along the padded key axis
+    for key in range(skv):
+        col = key + blocks * 128 - skv  # keys are right-aligned in whole blocks
+        assert padded[:, col // group].equal(descale[0, :, key])
+    assert (padded[:, :(blocks * 128 - skv) // group] == 1).all()  # groups of padding only
+
+
 def test_gluon_warp_groups_fit_the_register_file():
     """Each head dim's split of warps and registers fits an H100/H200 SM's 64 K registers at
     launch (every warp at maxnreg; warps come in whole warpgroups) and after setmaxnreg (each
