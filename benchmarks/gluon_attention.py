@@ -15,7 +15,8 @@ Kernel-only times: every kernel reads the same pre-quantized Q8 and K8 (K smooth
 granularity, V^T in its own layout; FA3 FP8 (per head only) is the yardstick of both granularities.
 Rows "-qin" give the Gluon kernel the bf16 query in diffusers' layout instead, to quantize in its
 tile prologue; "q-passes" is the GPU time of Q's own passes, which "-qin" spares (NOTES 43).
-Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44).
+Rows "-2wg" (D = 64) split the CTA into two consumer warpgroups instead of three (NOTES 44);
+"-2wg-192keys" (D = 64, per head) also takes 192-key blocks (NOTES 49).
 Rows named in VARIANTS run the kernel with other module settings (NOTES 46-48): "-128keys" with
 128-key blocks per head at every head dim, "-192keys" with 192-key ones wherever two fit,
 "-plain-stores" storing the output from registers instead of by TMA, "-ks-late" reading
@@ -318,6 +319,11 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
         if d == 64:  # two consumer warpgroups (128-row tiles) against WARP_GROUPS[64]'s three
             runs[f"gluon-{tag}-2wg"] = with_settings(ga, runs[f"gluon-{tag}"],
                                                      WARP_GROUPS={**ga.WARP_GROUPS, d: TWO_CONSUMERS})
+        if d == 64 and tag == "head":  # two consumers with 192-key blocks: no spills, 401 loop SASS
+            # per 128 keys against three consumers' 425 (offline, NOTES 49); per token it spills
+            runs[f"gluon-{tag}-2wg-192keys"] = with_settings(
+                ga, runs[f"gluon-{tag}"], WARP_GROUPS={**ga.WARP_GROUPS, d: TWO_CONSUMERS},
+                KEYS_PER_BLOCK={**ga.KEYS_PER_BLOCK, d: 192})
         for suffix, settings in VARIANTS[tag].items():
             runs[f"gluon-{tag}{suffix}"] = with_settings(ga, runs[f"gluon-{tag}"], **settings)
         return runs
@@ -388,7 +394,8 @@ def gpu_run(shapes, records: list, only: str | None = None) -> None:
             records.append(dict(shape=[heads, sq, skv, d], kernel=f"q-passes-{g}", ms=ms[f"q-passes-{g}"]))
             print(f"{tag:<24} {'q-passes-' + g:<15} {ms[f'q-passes-{g}']:8.3f} ms of GPU time", flush=True)
         for g in ("head", "token"):
-            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", *(f"gluon-{g}{x}" for x in VARIANTS[g]),
+            others = (f"triton-{g}", f"gluon-{g}-1cta", f"gluon-{g}-2wg", f"gluon-{g}-2wg-192keys",
+                      *(f"gluon-{g}{x}" for x in VARIANTS[g]),
                       *(f"gluon-{g}-kgroup{n}{x}" for n in (32, 64) for x in ("", "-perkey")),
                       f"gluon-{g}-vmean", *(f"gluon-{g}-vmean{x}" for x in VMEAN_VARIANTS[g]), "fa3-fp8")
             ratios = "  ".join(f"{ms[n] / ms[f'gluon-{g}']:.2f}x {n}" for n in others if n in ms)
