@@ -480,7 +480,7 @@ def _kv_step(j, g, acc, p, pb, alpha, l_i, m_i, q_smem, ring, s_init, sb_init, q
     mbarrier.wait(k_ready.index(stage), (g // STAGES) & 1)
     if KEY_GROUP:  # one descale per key group, staged with K_j: read before the wgmmas
         kg = _group_descales(ring, stage, s_init, KEY_GROUP)
-    elif PER_TOKEN and PRELOAD_KEY_SCALES and not KEY_GROUP:  # read before the wgmmas: the loads' latency hides under them
+    elif PER_TOKEN and PRELOAD_KEY_SCALES:  # read before the wgmmas: the loads' latency hides under them
         ks, ksb = _key_scales(ring, stage, s_init, sb_init, WIDE)
     s, sb = _scores(q_smem, ring, stage, s_init, sb_init, WIDE)
     mbarrier.wait(v_ready.index(prev), ((g - 1) // STAGES) & 1)
@@ -517,8 +517,8 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
     each way, one online-softmax step). ``args``: the kernel's buffers, barriers and runtime
     scalars, unpacked below. With OUT_TMA the tile's rows leave by a TMA store from ``o_bufs[WG]``."""
     (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, o_bufs, q_ready, q_empty, k_ready, k_empty,
-     v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h, so_s, H,
-     Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2) = args
+     v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh, so_b, so_h,
+     so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2) = args
     ring = (k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, k_ready, k_empty, v_ready, v_empty)
     TILE_M: gl.constexpr = q8_bufs.type.shape[1]
     HEAD_DIM: gl.constexpr = q8_bufs.type.shape[2]
@@ -776,8 +776,8 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
     # they leave.
     # Constexprs go apart: a tuple kept in a variable turns them into runtime values (triton 3.6).
     consumer = (q_bufs, q8_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs, ks_bufs, vm_bufs, o_bufs, q_ready, q_empty,
-                k_ready, k_empty, v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr, v_descale_ptr, sqd_bh,
-                so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
+                k_ready, k_empty, v_ready, v_empty, out_ptr, out_desc, v_mean_ptr, q_descale_ptr, k_descale_ptr,
+                v_descale_ptr, sqd_bh, so_b, so_h, so_s, H, Sq, n_m, n_tiles, n_blocks, key_pad, sm_scale_log2)
     producer = (q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc, q_bufs, k_bufs, kb_bufs, vt_bufs, vtb_bufs,
                 ks_bufs, q_ready, q_empty, k_ready, k_empty, v_ready, v_empty, Sq, Skv, H, n_m, n_tiles, n_blocks,
                 key_pad, kd_pad, vt_shift)
