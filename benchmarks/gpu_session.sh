@@ -76,6 +76,16 @@ profile() {  # name, seconds, shapes, kernels: Nsight Compute on benchmarks/prof
   python benchmarks/ncu_stalls.py "$out/$name-sass.csv" >> "$summary" 2>&1
 }
 
+gluon_tests_and_rows() {  # kernels regex, tests' limit, rows' limit: the Gluon GPU tests, then
+  # gluon_attention.py's rows matching the regex (A/B against the product) at issue 3's shapes
+  run tests "$2" python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
+    "gluon or query or keys_per_head or dispatch"
+  run gluon-out "$3" python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "$1" --shapes \
+    12x32760x512x128,12x32760x1024x128,12x32760x2048x128,24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,24x8192x8192x64
+  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
+  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+}
+
 case "$stage" in
 1)
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$summary"
@@ -435,12 +445,7 @@ case "$stage" in
   # Session 13 (NOTES 48): the output stored by TMA from shared memory (asynchronous) against
   # plain stores from registers; 128-key blocks where 192-key ones would pad many keys; the
   # Gluon tests (the new output-path test among them).
-  run tests 300 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
-    "gluon or query or keys_per_head or dispatch"
-  run gluon-out 240 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain" \
-    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,24x8192x8192x64
-  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-200 >> "$summary"
-  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
+  gluon_tests_and_rows "keys|plain" 300 240
   ;;
 32)
   # Session 13: issue 3's whole-call rows (D = 128 per head and per token, cross-attention)
@@ -463,13 +468,8 @@ case "$stage" in
 34)
   # Session 14 (NOTES 49): stage 31 from the committed kernel (session 13's logs were lost), with
   # the key-group probe's rows (K's descales per 32 / 64 keys, one factor per group) and its test.
-  run tests 270 python -m pytest -q tests/test_gpu.py tests/test_triton_kernels.py -k \
-    "gluon or query or keys_per_head or dispatch"
-  run gluon-out 270 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
-    --shapes 12x32760x512x128,12x32760x1024x128,12x32760x2048x128,24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,24x8192x8192x64
-  grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
+  gluon_tests_and_rows "keys|plain|kgroup" 270 270
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
-  grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   ;;
 35)
   # Session 14, when one device call was all it could get: the output-path and key-group tests,
