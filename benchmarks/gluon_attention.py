@@ -44,6 +44,7 @@ import triton
 
 from accel.benchmarking.attention import NARROW_KEY_BLOCKS, parse_shapes, with_settings
 from accel.kernels import gluon_attention as ga
+from accel.kernels.gluon_attention import compile_for_hopper
 
 def ptxas_warnings(kernel) -> list[str]:
     """ptxas -v on the PTX again, keeping what it says about wgmma serialization / spills."""
@@ -164,61 +165,6 @@ def arrive_guards(ptx: str) -> dict[str, int]:
             out["unguarded (every thread)"] = out.get("unguarded (every thread)", 0) + 1
     return out
 
-
-
-def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
-                       quantize_q: bool = False, keys: int | None = None, key_group: int = 0):
-    """The product kernel compiled for sm_90 as a launch specializes it (no GPU needed); ``keys``
-    per block: KEYS_PER_BLOCK's by default."""
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    keys = keys or ga.key_block(head_dim, per_token, 1 << 20)
-    wide = keys > ga.BLOCK_N
-    ql, kl, vl, kdl = ga._layouts(head_dim, keys)
-    kbl, vtbl = ga._tail_layouts(head_dim)
-
-    def desc(block, layout, dtype="fp8e4nv"):
-        return f"tensordesc<{dtype}[{', '.join(map(str, block))}],{layout!r}>"
-
-    fn = ga._gluon_attention_kernel
-    names = fn.arg_names
-    q_box = (1, 1, ga.WG_M, head_dim)
-    wg = ga.WARP_GROUPS[head_dim]
-    k_desc, vt_desc = desc((ga.BLOCK_N, head_dim), kl), desc((head_dim, ga.BLOCK_N), vl)
-    signature = {"q_desc": desc(q_box, ga._row_box_layout(head_dim, torch.bfloat16), "bf16") if quantize_q
-                 else desc((ga.WG_M, head_dim), ql), "k_desc": k_desc, "vt_desc": vt_desc,
-                 # without WIDE the launch passes K's and V^T's maps again
-                 "kb_desc": desc((ga.TAIL_N, head_dim), kbl) if wide else k_desc,
-                 "vtb_desc": desc((head_dim, ga.TAIL_N), vtbl) if wide else vt_desc,
-                 "out_ptr": "*bf16", "sm_scale_log2": "fp32",
-                 "out_desc": desc(q_box, ga._row_box_layout(head_dim, torch.bfloat16), "bf16") if ga.OUTPUT_BY_TMA
-                 else k_desc,
-                 # per token the K descales' TMA map; per head the launch passes K's map again
-                 "kd_desc": (f"tensordesc<fp32[1, 8],{gl.NVMMASharedLayout.get_default_for([1, 8], gl.float32)!r}>"
-                             if key_group else f"tensordesc<fp32[1, {ga._key_descale_box(keys)}],{kdl!r}>")
-                 if per_token else k_desc,
-                 **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
-                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
-                 **{n: "i64" for n in ("so_b", "so_h", "so_s")},
-                 **{n: "constexpr" for n in ("HAS_V_MEAN", "PER_TOKEN", "QUANTIZE_Q", "Q8_LAYOUT", "STAGES",
-                                             "CONSUMERS", "CONSUMER_REGS", "PRELOAD_KEY_SCALES", "WIDE",
-                                             "V_MEAN_IN_SHARED", "OUT_TMA", "KEY_GROUP", "num_warps")}}
-    constexprs = {(names.index("HAS_V_MEAN"),): has_v_mean, (names.index("PER_TOKEN"),): per_token,
-                  (names.index("QUANTIZE_Q"),): quantize_q, (names.index("Q8_LAYOUT"),): ql,
-                  (names.index("STAGES"),): ga.NUM_STAGES, (names.index("CONSUMERS"),): wg.consumers,
-                  (names.index("CONSUMER_REGS"),): wg.consumer_regs,
-                  (names.index("PRELOAD_KEY_SCALES"),): ga.PRELOAD_KEY_SCALES[head_dim],
-                  (names.index("WIDE"),): wide, (names.index("V_MEAN_IN_SHARED"),): ga.V_MEAN_IN_SHARED[wide],
-                  (names.index("OUT_TMA"),): ga.OUTPUT_BY_TMA, (names.index("KEY_GROUP"),): key_group,
-                  (names.index("num_warps"),): 4}
-    # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
-    aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
-               "sqd_bh")
-    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
-    src = GluonASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=wg.maxnreg))
 
 
 def loop_histogram(sass: str) -> collections.Counter:

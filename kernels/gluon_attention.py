@@ -57,6 +57,11 @@ try:  # Gluon is experimental: a missing or changed API must not break the Trito
     from triton.experimental.gluon.language.nvidia.hopper import (
         fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_init, warpgroup_mma_wait)
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    # Names that changed after triton 3.6 (the GPU machine's), so that newer Triton compiles the
+    # kernel too: the CTA-wide bar.sync and the TMA copies.
+    _thread_barrier = getattr(gl, "thread_barrier", None) or gl.barrier
+    _tma_load = tma.async_load if hasattr(tma, "async_load") else tma.async_copy_global_to_shared
+    _tma_store = tma.async_store if hasattr(tma, "async_store") else tma.async_copy_shared_to_global
     _IMPORT_ERROR: Exception | None = None
 except Exception as exc:  # noqa: BLE001 - reported by gluon_unavailable_reason()
     _IMPORT_ERROR = exc
@@ -172,13 +177,12 @@ def _load_key_block(g, j, kv_row, k_desc, kb_desc, kd_desc, k_bufs, kb_bufs, ks_
             kd_col = j * kd_desc.block_type.shape[1]
         else:
             kd_col = j * KEYS - kd_pad
-        tma.async_copy_global_to_shared(kd_desc, [bh, kd_col], k_ready.index(stage), ks_bufs.index(stage))
+        _tma_load(kd_desc, [bh, kd_col], k_ready.index(stage), ks_bufs.index(stage))
     else:
         mbarrier.expect(k_ready.index(stage), NBYTES)
-    tma.async_copy_global_to_shared(k_desc, [kv_row + j * KEYS, 0], k_ready.index(stage), k_bufs.index(stage))
+    _tma_load(k_desc, [kv_row + j * KEYS, 0], k_ready.index(stage), k_bufs.index(stage))
     if WIDE:
-        tma.async_copy_global_to_shared(kb_desc, [kv_row + j * KEYS + TILE_N, 0], k_ready.index(stage),
-                                        kb_bufs.index(stage))
+        _tma_load(kb_desc, [kv_row + j * KEYS + TILE_N, 0], k_ready.index(stage), kb_bufs.index(stage))
 
 
 @gluon.jit
@@ -196,14 +200,12 @@ def _load_value_block(g, j, vt_desc, vtb_desc, vt_bufs, vtb_bufs, v_ready, v_emp
     if WIDE:
         KEYS: gl.constexpr = TILE_N + vtb_desc.block_type.shape[1]
         mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes + vtb_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * KEYS - vt_shift], v_ready.index(stage),
-                                        vt_bufs.index(stage))
-        tma.async_copy_global_to_shared(vtb_desc, [bh * HEAD_DIM, j * KEYS - vt_shift + TILE_N], v_ready.index(stage),
-                                        vtb_bufs.index(stage))
+        _tma_load(vt_desc, [bh * HEAD_DIM, j * KEYS - vt_shift], v_ready.index(stage), vt_bufs.index(stage))
+        _tma_load(vtb_desc, [bh * HEAD_DIM, j * KEYS - vt_shift + TILE_N], v_ready.index(stage),
+                  vtb_bufs.index(stage))
     else:
         mbarrier.expect(v_ready.index(stage), vt_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage),
-                                        vt_bufs.index(stage))
+        _tma_load(vt_desc, [bh * HEAD_DIM, j * TILE_N], v_ready.index(stage), vt_bufs.index(stage))
 
 
 @gluon.jit
@@ -221,11 +223,11 @@ def _producer(args, PER_TOKEN: gl.constexpr, QUANTIZE_Q: gl.constexpr, CONSUMERS
         mbarrier.expect(q_ready.index(qb), CONSUMERS * q_desc.block_type.nbytes)  # one 64-row slab per consumer
         for c in gl.static_range(CONSUMERS):
             if QUANTIZE_Q:  # the caller's (B, H, Sq, D) view; rows past Sq arrive as zeros
-                tma.async_copy_global_to_shared(q_desc, [bh // H, bh % H, ((t % n_m) * CONSUMERS + c) * WG_M, 0],
-                                                q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
+                _tma_load(q_desc, [bh // H, bh % H, ((t % n_m) * CONSUMERS + c) * WG_M, 0],
+                          q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
             else:
-                tma.async_copy_global_to_shared(q_desc, [bh * Sq + ((t % n_m) * CONSUMERS + c) * WG_M, 0],
-                                                q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
+                _tma_load(q_desc, [bh * Sq + ((t % n_m) * CONSUMERS + c) * WG_M, 0],
+                          q_ready.index(qb), q_bufs.index(CONSUMERS * qb + c))
         kv_row = bh * Skv - key_pad
         base = i * n_blocks
         # K_j then V^T_j. K a block ahead of V^T (K_j before V^T_{j-1}) measured as fast at
@@ -270,7 +272,7 @@ def _quantize_rows(src, dst, num_warps: gl.constexpr):
     descale = gl.where(gl.abs(amax) < float("inf"), descale, float("nan"))
     dst.store((x * gl.expand_dims(scale, 1)).to(gl.float8e4nv))  # |x| * scale <= 448 (up to rounding: satfinite)
     fence_async_shared()  # the generic-proxy stores, visible to the wgmma's async proxy...
-    gl.thread_barrier()  # ...from every warp of the warpgroup before any issues Q K^T
+    _thread_barrier()  # ...from every warp of the warpgroup before any issues Q K^T
     return descale
 
 
@@ -558,9 +560,9 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         base = i * n_blocks  # key block 0's number across the CTA's tiles
         if HAS_V_MEAN and V_MEAN_IN_SHARED:
             vm_smem = vm_bufs.index(WG)
-            gl.thread_barrier()  # every thread has read the previous tile's
+            _thread_barrier()  # every thread has read the previous tile's
             vm_smem.store(gl.load(v_mean_ptr + bh * HEAD_DIM + gl.arange(0, HEAD_DIM, layout=vm_layout)))
-            gl.thread_barrier()
+            _thread_barrier()
         if QUANTIZE_Q:  # rows past Sq arrived as zeros: descale 1
             q_smem = q8_bufs.index(WG)  # free: the previous tile's wgmmas have all retired
             mbarrier.wait(q_ready.index(qb), (i // 2) & 1)
@@ -657,11 +659,11 @@ def _consumer(args, HAS_V_MEAN: gl.constexpr, PER_TOKEN: gl.constexpr, QUANTIZE_
         if OUT_TMA:  # asynchronous: the next tile starts while the rows leave (TMA clips rows past Sq)
             o_smem = o_bufs.index(WG)
             tma.store_wait(0)  # the previous tile's store has read the buffer (its issuing thread waits)...
-            gl.thread_barrier()  # ...before any thread of the warpgroup overwrites it
+            _thread_barrier()  # ...before any thread of the warpgroup overwrites it
             o_smem.reshape([TILE_M, HEAD_DIM]).store(out.to(out_desc.dtype))
             fence_async_shared()  # the generic-proxy stores, visible to the TMA's async proxy...
-            gl.thread_barrier()  # ...from every warp before the store is issued
-            tma.async_copy_shared_to_global(out_desc, [bh // H, bh % H, row0, 0], o_smem)
+            _thread_barrier()  # ...from every warp before the store is issued
+            _tma_store(out_desc, [bh // H, bh % H, row0, 0], o_smem)
         else:  # plain masked stores
             row = row0 + gl.arange(0, TILE_M, layout=row_o)
             o_ptr = out_ptr + (bh // H).to(gl.int64) * so_b + (bh % H).to(gl.int64) * so_h
@@ -846,6 +848,12 @@ def _layouts(head_dim: int, keys: int = BLOCK_N):
 
 
 @functools.lru_cache(maxsize=None)
+def _group_descale_layout():
+    """Shared layout of a key block's row of 8 key-group descales (the key-group probe)."""
+    return gl.NVMMASharedLayout.get_default_for([1, 8], gl.float32)
+
+
+@functools.lru_cache(maxsize=None)
 def _tail_layouts(head_dim: int):
     """Shared layouts of K's and V^T's 64-key tiles (a wide block's tail)."""
     fp8 = gl.float8e4nv
@@ -996,7 +1004,7 @@ def launch_gluon_attention(q: torch.Tensor, k8: torch.Tensor, v8t: torch.Tensor,
     if key_group:
         assert per_token and D == 128 and key_group in (32, 64), (per_token, D, key_group)
         groups = key_group_descales(k_descale, keys, key_group) if k_group_descale is None else k_group_descale
-        kd_desc, kd_pad = _rows_desc(groups, (1, 8), gl.NVMMASharedLayout.get_default_for([1, 8], gl.float32)), 0
+        kd_desc, kd_pad = _rows_desc(groups, (1, 8), _group_descale_layout()), 0
     else:
         kd_desc, kd_pad = _key_descale_desc(k_descale, keys, kdl) if per_token else (k_desc, 0)
     out_tma = OUTPUT_BY_TMA and _tma_view_reason(out) is None
@@ -1033,3 +1041,57 @@ def key_group_descales(k_descale: torch.Tensor, keys: int, group: int) -> torch.
     out = torch.ones(B * H, blocks, 8, dtype=torch.float32, device=k_descale.device)
     out[:, :, :per_block] = flat.view(B * H, blocks, per_block)
     return out.view(B * H, blocks * 8)
+
+
+def compile_for_hopper(head_dim: int = 128, has_v_mean: bool = False, per_token: bool = False,
+                       quantize_q: bool = False, keys: int | None = None, key_group: int = 0):
+    """The kernel compiled for sm_90 as a launch specializes it, with no GPU (the installed
+    Triton's compiler and bundled ptxas): for offline checks of registers, spills and schedule
+    (benchmarks/gluon_attention.py, kernel_resources.py) and for CI's check that a newer Triton
+    still compiles it. ``keys`` per block: KEYS_PER_BLOCK's by default. Settings are read as a
+    launch reads them (module globals)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    keys = keys or key_block(head_dim, per_token, 1 << 20)
+    wide = keys > BLOCK_N
+    ql, kl, vl, kdl = _layouts(head_dim, keys)
+    kbl, vtbl = _tail_layouts(head_dim)
+
+    def desc(block, layout, dtype="fp8e4nv"):
+        return f"tensordesc<{dtype}[{', '.join(map(str, block))}],{layout!r}>"
+
+    fn = _gluon_attention_kernel
+    names = fn.arg_names
+    q_box = (1, 1, WG_M, head_dim)
+    wg = WARP_GROUPS[head_dim]
+    row_box = desc(q_box, _row_box_layout(head_dim, torch.bfloat16), "bf16")
+    k_desc, vt_desc = desc((BLOCK_N, head_dim), kl), desc((head_dim, BLOCK_N), vl)
+    if key_group:
+        kd_desc = desc((1, 8), _group_descale_layout(), "fp32")
+    elif per_token:
+        kd_desc = desc((1, _key_descale_box(keys)), kdl, "fp32")
+    else:  # per head the launch passes K's map again
+        kd_desc = k_desc
+    signature = {"q_desc": row_box if quantize_q else desc((WG_M, head_dim), ql), "k_desc": k_desc,
+                 "vt_desc": vt_desc, "kd_desc": kd_desc,
+                 # without WIDE the launch passes K's and V^T's maps again
+                 "kb_desc": desc((TAIL_N, head_dim), kbl) if wide else k_desc,
+                 "vtb_desc": desc((head_dim, TAIL_N), vtbl) if wide else vt_desc,
+                 "out_ptr": "*bf16", "sm_scale_log2": "fp32", "out_desc": row_box if OUTPUT_BY_TMA else k_desc,
+                 **{n: "*fp32" for n in ("q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr")},
+                 **{n: "i32" for n in ("Sq", "Skv", "H", "BH", "sqd_bh", "kd_pad")},
+                 **{n: "i64" for n in ("so_b", "so_h", "so_s")}}
+    constexprs = dict(HAS_V_MEAN=has_v_mean, PER_TOKEN=per_token, QUANTIZE_Q=quantize_q, Q8_LAYOUT=ql,
+                      STAGES=NUM_STAGES, CONSUMERS=wg.consumers, CONSUMER_REGS=wg.consumer_regs,
+                      PRELOAD_KEY_SCALES=PRELOAD_KEY_SCALES[head_dim], WIDE=wide,
+                      V_MEAN_IN_SHARED=V_MEAN_IN_SHARED[wide], OUT_TMA=OUTPUT_BY_TMA, KEY_GROUP=key_group,
+                      num_warps=4)
+    signature.update({n: "constexpr" for n in constexprs})
+    # Skv is never specialized on alignment (the kernel's do_not_specialize_on_alignment)
+    aligned = ("out_ptr", "q_descale_ptr", "k_descale_ptr", "v_descale_ptr", "v_mean_ptr", "so_b", "so_h", "so_s",
+               "sqd_bh")
+    src = GluonASTSource(fn=fn, signature=signature,
+                         constexprs={(names.index(n),): v for n, v in constexprs.items()},
+                         attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, maxnreg=wg.maxnreg))
