@@ -1,7 +1,8 @@
 """How much accuracy K's scale granularity costs, isolated (CPU, fp64; NOTES 49): exact
 attention with only K replaced by its e4m3 round trip (one scale per head, per group of 32 / 64 /
 128 keys counted from the last key, or per key; K smoothed first), on the test suite's input
-kinds, as they are and with the keys' norms varied per token.
+kinds, as they are and with the keys' norms varied per token; then Q's and K's per-token scales
+one at a time.
 
     python benchmarks/key_groups_numerics.py --seeds 3
 """
@@ -18,8 +19,8 @@ E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
 
 
 def round_trip(k: torch.Tensor, group: int | None) -> torch.Tensor:
-    """K (B, H, S, D) fp64 through e4m3 with one scale per group of ``group`` keys counted from
-    the last key (None: one per head)."""
+    """K (or Q) (B, H, S, D) fp64 through e4m3 with one scale per group of ``group`` tokens
+    counted from the last one (None: one per head)."""
     amax = k.abs().amax(dim=-1)  # (B, H, S)
     if group is None:
         scale = amax.amax(dim=-1, keepdim=True).expand_as(amax)
@@ -58,6 +59,20 @@ def main(argv=None) -> None:
                 for n, group in granularities.items():
                     errs[n] += rel_l2(attention(q, round_trip(k, group), v), ref) / args.seeds
             print(f"{kind + (' x norms' if varied else ''):<22}" + "".join(f"{errs[n]:10.5f}" for n in granularities))
+    # Which operand's per-token scale buys the accuracy: Q's (free in the kernel: a row factor) or K's?
+    schemes = {"head/head": (None, None), "Q token": (1, None), "K token": (None, 1), "token/token": (1, 1)}
+    print(f"\nQ and K through e4m3 (granularity of Q / of K), same inputs without the varied norms")
+    print(f"{'input kind':<22}" + "".join(f"{n:>13}" for n in schemes))
+    for kind in INPUT_KINDS:
+        errs = {n: 0.0 for n in schemes}
+        for seed in range(args.seeds):
+            g = torch.Generator().manual_seed(seed)
+            q, k, v = (t.double() for t in activation_like_qkv(1, 2, 512, args.tokens, 128, kind, generator=g))
+            k = k - k.mean(dim=2, keepdim=True)
+            ref = attention(q, k, v)
+            for n, (gq, gk) in schemes.items():
+                errs[n] += rel_l2(attention(round_trip(q, gq), round_trip(k, gk), v), ref) / args.seeds
+        print(f"{kind:<22}" + "".join(f"{errs[n]:13.5f}" for n in schemes))
 
 
 if __name__ == "__main__":
