@@ -16,16 +16,21 @@ lets the kernel schedule its warps itself:
   PERSISTENT_MAX_KEYS: the producer loads the next tile while the consumers finish this one;
 * with QUANTIZE_Q the producer loads the caller's bf16/fp16 query rows instead and each consumer
   quantizes its 64 rows in the tile's prologue, one scale per row (calls with few keys: it
-  spares them two passes over Q, most of their work).
+  spares them two passes over Q, most of their work);
+* the output leaves through shared memory by TMA stores (OUTPUT_BY_TMA), asynchronous: the next
+  tile starts while the rows are written (1.03-1.29x over plain stores, most with few keys);
+* a call takes 192-key blocks only where padding its keys to them costs less than they gain
+  (WIDE_KEY_COST: 512 and 1024 keys take 128-key blocks).
 
 Numerics are the Triton kernel's (kernels/attention.py): s = Q8 K8^T * sm_scale * log2(e) *
 q_descale * k_descale, exact running max, p = 256 * exp2(s - m) from one exp2 (FA3's offset), l
 sums the unquantized p, acc += e4m3(p) @ V8 in FP8 with fp32 accumulators, out = acc / l *
 v_descale (+ V's mean when it was smoothed). Scales are per (batch, head) for Q, K and V, or per
 token for Q and K with per-channel V (``PER_TOKEN``): a query's descale rides on the exp2's FFMA
-for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37 and 46: what
-was tried around it). The results differ from the Triton kernel's by fp32 rounding of the exp2's
-argument, not by e4m3 steps.
+for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37, 46 and 48:
+what was tried around it). A probe (``key_group``, NOTES 49) takes K's descales per group of 32
+or 64 keys instead, one factor per group, at nearly per-head cost. The results differ from the
+Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
 Q8 and K8 (B, H, S, D) contiguous e4m3 (or Q as the caller's (B, H, S, D) view, 16-byte rows);
@@ -36,8 +41,9 @@ keys before the first key and is the only one masked (192-key blocks read V^T fr
 shifted by a multiple of 64, negative ones as zeros); Q rows past Sq are computed from whatever
 lies there and never stored.
 
-Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton whose Gluon API
-this was written and measured against (3.6). Elsewhere the Triton kernel serves every call.
+Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton it has been
+tested with on a GPU (3.6; 3.9 compiles it, see TESTED_TRITON). Elsewhere the Triton kernel
+serves every call.
 """
 
 from __future__ import annotations
