@@ -30,7 +30,7 @@ token for Q and K with per-channel V (``PER_TOKEN``): a query's descale rides on
 for free; a key's costs one multiply per score, as in the Triton kernel (NOTES 37, 46 and 48:
 what was tried around it). A probe (``key_group``, NOTES 49) takes K's descales per group of 32
 or 64 keys instead, one factor per group (offline, 473 loop instructions per block against per
-token's 539 and per head's 458; not yet run on a GPU). The results differ from the
+token's 539 and per head's 458 with 128-key blocks; not yet run on a GPU). The results differ from the
 Triton kernel's by fp32 rounding of the exp2's argument, not by e4m3 steps.
 
 Layouts (from :func:`accel.kernels.quantize.quantize_many` with ``key_order="mma"`` for V):
