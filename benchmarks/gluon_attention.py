@@ -1,8 +1,9 @@
 """The Gluon attention kernel (accel/kernels/gluon_attention.py), checked and timed in one process
 against FlashAttention-3's FP8 kernel and our Triton kernel on the same e4m3 inputs.
 
-    # no GPU: compile for sm_90 here (triton 3.6 importable, e.g. PYTHONPATH=/tmp/tri36/site):
-    # registers, spills, shared memory, and the main loop's schedule in PTX and SASS
+    # no GPU: compile for sm_90 here with the installed Triton (3.6, the GPU machine's, e.g. with
+    # PYTHONPATH=/tmp/tri36/site; or 3.9, CI's): registers, spills, shared memory, and the main
+    # loop's schedule in PTX and SASS
     python benchmarks/gluon_attention.py --compile-only
     # H100/H200: error against fp64 exact attention (sampled rows; NaN-poisoned output) and TFLOP/s
     python benchmarks/gluon_attention.py --shapes 24x8192x8192,12x32760x32760,12x32760x512 --json out.json
