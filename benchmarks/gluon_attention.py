@@ -214,7 +214,7 @@ VARIANTS = {"head": {"-128keys": NARROW_KEY_BLOCKS, "-192keys": dict(WIDE_KEY_CO
                      "-plain-stores": dict(OUTPUT_BY_TMA=False)},  # the output from registers (NOTES 48)
             "token": {"-plain-stores": dict(OUTPUT_BY_TMA=False),
                       "-ks-late": dict(PRELOAD_KEY_SCALES={128: False, 64: False}),
-                      # 192-key blocks per token, the key descales read late (380 B of spills; NOTES 47)
+                      # 192-key blocks per token, the key descales read late (spills outside the loop; NOTES 47, 49)
                       "-192keys-late": dict(KEYS_PER_BLOCK_TOKEN={128: 192, 64: 128},
                                             PRELOAD_KEY_SCALES={128: False, 64: False})}}
 

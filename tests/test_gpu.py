@@ -354,7 +354,7 @@ def test_gluon_kernel_output_paths(granularity, skv, monkeypatch):
 def test_gluon_key_groups_match_per_key_descales(group, skv):
     """Probe (NOTES 49): with K's descales shared by groups of keys, the kernel's one factor per
     group gives what its per-key path gives on the same inputs (up to P's e4m3 rounding), with
-    block 0 part padding (300, 1000, 4200 keys: 84, 24, 8 padding keys) and no row unwritten."""
+    block 0 part padding (300, 1000, 4200 keys: 84, 24, 24 padding keys) and no row unwritten."""
     from accel.kernels import gluon_attention as ga
     from accel.kernels import ops
     from accel.testing import grouped_keys
