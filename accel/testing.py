@@ -110,14 +110,20 @@ def cosine(x: torch.Tensor, ref: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(x.double().flatten(), ref.double().flatten(), dim=0).item()
 
 
+def group_amax(x: torch.Tensor, group: int) -> torch.Tensor:
+    """Each token's amax over the group of ``group`` tokens it belongs to, groups counted from the
+    last token (as the Gluon kernel's right-aligned key blocks see them): (B, H, S) of a (B, H, S, D)
+    tensor."""
+    amax = x.abs().amax(dim=-1)
+    pad = -amax.shape[-1] % group
+    gmax = torch.nn.functional.pad(amax, (pad, 0)).unflatten(-1, (-1, group)).amax(dim=-1)
+    return gmax.repeat_interleave(group, dim=-1)[..., pad:]
+
+
 def grouped_keys(k: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """K (B, H, S, D) smoothed (its mean over keys off: softmax ignores it) and quantized to e4m3
     with one scale per group of ``group`` keys counted from the last key (the Gluon kernel's
     key-group probe, NOTES 49): (K8, descales (B, H, S), each key's its group's)."""
-    e4m3_max = torch.finfo(torch.float8_e4m3fn).max
     ks = k.float() - k.float().mean(dim=2, keepdim=True)
-    amax = ks.abs().amax(dim=-1)  # (B, H, S)
-    pad = -amax.shape[-1] % group
-    gmax = torch.nn.functional.pad(amax, (pad, 0)).unflatten(-1, (-1, group)).amax(dim=-1).clamp_min(1e-12)
-    descale = (gmax / e4m3_max).repeat_interleave(group, dim=-1)[..., pad:].contiguous()
+    descale = (group_amax(ks, group).clamp_min(1e-12) / torch.finfo(torch.float8_e4m3fn).max).contiguous()
     return (ks / descale.unsqueeze(-1)).to(torch.float8_e4m3fn), descale
