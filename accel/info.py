@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import warnings
 
 import torch
 
@@ -54,11 +55,13 @@ def environment_report() -> dict:
 def _gluon_status(index: int) -> str:
     """Whether the triton backend's Gluon kernel (FA3's schedule, Hopper) serves this GPU."""
     try:
-        from .kernels.dispatch import gluon_reason
+        from .kernels.dispatch import SlowerKernelWarning, gluon_reason
         from .kernels.gluon_attention import DISPATCHED_HEAD_DIMS, MIN_KEYS
     except ImportError as exc:  # no triton: the triton backend's own status says so
         return f"no ({exc})"
-    reason = gluon_reason(torch.device("cuda", index))
+    with warnings.catch_warnings():  # the report says the same, and names the fix
+        warnings.simplefilter("ignore", SlowerKernelWarning)
+        reason = gluon_reason(torch.device("cuda", index))
     dims = " and ".join(map(str, DISPATCHED_HEAD_DIMS))
     return f"yes (D = {dims}, from {MIN_KEYS} keys)" if reason is None else f"no ({reason}; the Triton kernel serves)"
 

@@ -7,18 +7,32 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 
 from .gluon_attention import gluon_unavailable_reason, gluon_unsupported_reason
 
-#: Set to 0 to keep every call on the Triton kernel (A/B measurements, debugging).
+#: "0" keeps every call on the Triton kernel (A/B measurements, debugging); "1" also lets a Triton
+#: version the Gluon kernel has not run with on a GPU take it (it compiles with 3.8 and 3.9);
+#: unset: the Gluon kernel with the Triton versions it was tested with (TESTED_TRITON).
 GLUON_ENV = "ACCEL_GLUON"
 
 
+class SlowerKernelWarning(UserWarning):
+    """A faster kernel exists for this GPU but is off; the call still runs in FP8, more slowly."""
+
+
 @functools.lru_cache(maxsize=None)
-def _gluon_reason_cached(device: torch.device) -> str | None:
-    return gluon_unavailable_reason(device)
+def _gluon_reason_cached(device: torch.device, allow_untested_triton: bool) -> str | None:
+    reason = gluon_unavailable_reason(device, allow_untested_triton)
+    if reason is not None and not allow_untested_triton and gluon_unavailable_reason(device, True) is None:
+        # Only the Triton version stands in the way on this Hopper GPU: say so once, with the fix.
+        warnings.warn(f"accel: {reason}; our Triton kernel serves instead (20-25% slower at D = 128 on an "
+                      f"H200). Set {GLUON_ENV}=1 to use the Gluon kernel with this Triton, install triton "
+                      f"3.6 (torch 2.11's), or set {GLUON_ENV}=0 to keep the Triton kernel "
+                      "without this warning.", SlowerKernelWarning, stacklevel=2)
+    return reason
 
 
 # Under torch.compile the answer is taken once, when tracing, and baked into the graph: Dynamo
@@ -26,11 +40,15 @@ def _gluon_reason_cached(device: torch.device) -> str | None:
 @torch.compiler.assume_constant_result
 def gluon_reason(device: torch.device) -> str | None:
     """Why the Gluon kernel does not run on ``device`` (None: it does)."""
-    if os.environ.get(GLUON_ENV, "1") == "0":
+    setting = os.environ.get(GLUON_ENV, "")
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"{GLUON_ENV}={setting!r}: use 0 (our Triton kernel only), 1 (the Gluon kernel also "
+                         "with a Triton version it has not been run with on a GPU) or leave it unset")
+    if setting == "0":
         return f"{GLUON_ENV}=0"
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    return _gluon_reason_cached(device)
+    return _gluon_reason_cached(device, setting == "1")
 
 
 def attention_kernel(device: torch.device, head_dim: int, seq_kv: int, granularity: str, is_causal: bool,

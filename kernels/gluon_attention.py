@@ -43,8 +43,8 @@ shifted by a multiple of 64, negative ones as zeros); Q rows past Sq are compute
 lies there and never stored.
 
 Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton it has been
-tested with on a GPU (3.6; 3.9 compiles it, see TESTED_TRITON). Elsewhere the Triton kernel
-serves every call.
+tested with on a GPU (3.6; 3.8 and 3.9 compile it, see TESTED_TRITON), or any Triton that
+compiles it when the caller allows (ACCEL_GLUON=1). Elsewhere the Triton kernel serves every call.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ V_MEAN_IN_SHARED = {True: True, False: False}
 #: at 4608-32760 per head; 1.23x to 1.00x per token (NOTES 48).
 OUTPUT_BY_TMA = True
 #: Triton versions this kernel has run and been tested with on a GPU; others take the Triton
-#: kernel. Triton 3.9 (CI's) compiles it too (tests/test_gluon_compile.py, NOTES 49), untried on a GPU.
+#: kernel unless ACCEL_GLUON=1. Triton 3.8 and 3.9 (CI's) compile it too, with the same main loops
+#: within 4 SASS instructions (tests/test_gluon_compile.py, NOTES 49-50), untried on a GPU.
 TESTED_TRITON = ("3.6.",)
 
 
@@ -812,13 +813,21 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
 # --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
-def gluon_unavailable_reason(device: torch.device | None = None) -> str | None:
-    """Why this kernel cannot run here (None: it can): Gluon's Hopper API and an sm_90 GPU."""
+def untested_triton_reason() -> str | None:
+    """Why the installed Triton is not one this kernel has run with on a GPU (None: it is)."""
+    if triton.__version__.startswith(TESTED_TRITON):
+        return None
+    return (f"the Gluon kernel has run on GPUs with triton {', '.join(v + 'x' for v in TESTED_TRITON)} only "
+            f"(found {triton.__version__}, which compiles it but has not run it on a GPU)")
+
+
+def gluon_unavailable_reason(device: torch.device | None = None, allow_untested_triton: bool = False) -> str | None:
+    """Why this kernel cannot run here (None: it can): Gluon's Hopper API, an sm_90 GPU and, unless
+    ``allow_untested_triton``, a Triton version it has been run with on a GPU (TESTED_TRITON)."""
     if _IMPORT_ERROR is not None:
         return f"triton {triton.__version__} has no usable Gluon Hopper API ({_IMPORT_ERROR!r})"
-    if not triton.__version__.startswith(TESTED_TRITON):
-        return (f"the Gluon kernel is tested on GPUs with triton {', '.join(v + 'x' for v in TESTED_TRITON)} "
-                f"only; found {triton.__version__}")
+    if not allow_untested_triton and (reason := untested_triton_reason()) is not None:
+        return reason
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return "the Gluon kernel needs a CUDA GPU"
     if torch.cuda.get_device_capability(device) != (9, 0):

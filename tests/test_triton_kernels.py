@@ -168,6 +168,64 @@ def test_gluon_dispatch_falls_back_to_the_triton_kernel(monkeypatch):
     assert v_key_order("gluon") == "mma" and v_key_order("triton") == "natural"
 
 
+@pytest.fixture
+def untested_triton(monkeypatch):
+    """The installed Triton as one the Gluon kernel has not run with on a GPU; dispatch caches cleared."""
+    from accel.kernels import dispatch, gluon_attention as ga
+
+    if ga._IMPORT_ERROR is not None:
+        pytest.skip(f"no Gluon: {ga._IMPORT_ERROR!r}")
+    monkeypatch.setattr(ga, "TESTED_TRITON", ("0.0.",))
+    monkeypatch.delenv("ACCEL_GLUON", raising=False)
+    dispatch._gluon_reason_cached.cache_clear()
+    yield dispatch
+    dispatch._gluon_reason_cached.cache_clear()
+
+
+def test_gluon_kernel_takes_an_untested_triton_only_when_asked(untested_triton, monkeypatch):
+    """A Triton the Gluon kernel has not run with on a GPU keeps it off, with a reason; on a Hopper
+    GPU, where nothing else stands in the way, one warning names ACCEL_GLUON=1, which lets it
+    through; ACCEL_GLUON=0 keeps it off silently; other values are an error naming the choices."""
+    import warnings
+
+    dispatch = untested_triton
+    cpu = torch.device("cpu")
+    assert "triton 0.0.x only" in dispatch.gluon_reason(cpu)
+    monkeypatch.setenv("ACCEL_GLUON", "1")
+    assert dispatch.gluon_reason(cpu) == "the Gluon kernel needs a CUDA GPU"  # the next check
+
+    # An H100 stand-in: the device checks pass, so the version alone decides.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    hopper = torch.device("cuda", 0)
+    assert dispatch.gluon_reason(hopper) is None
+    assert dispatch.attention_kernel(hopper, 128, 4096, "head", False, False, False) == "gluon"
+    monkeypatch.delenv("ACCEL_GLUON")
+    with pytest.warns(dispatch.SlowerKernelWarning, match="ACCEL_GLUON=1"):
+        assert "triton 0.0.x only" in dispatch.gluon_reason(hopper)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per device and setting
+        assert dispatch.attention_kernel(hopper, 128, 4096, "head", False, False, False) == "triton"
+        monkeypatch.setenv("ACCEL_GLUON", "0")
+        assert dispatch.gluon_reason(hopper) == "ACCEL_GLUON=0"
+    monkeypatch.setenv("ACCEL_GLUON", "yes")
+    with pytest.raises(ValueError, match="ACCEL_GLUON='yes'.*leave it unset"):
+        dispatch.gluon_reason(hopper)
+
+
+def test_gluon_kernel_stays_quiet_off_hopper_with_an_untested_triton(untested_triton, monkeypatch):
+    """Off Hopper the Gluon kernel could not run whatever the Triton: no warning about the version."""
+    import warnings
+
+    dispatch = untested_triton
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "triton 0.0.x only" in dispatch.gluon_reason(torch.device("cuda", 0))
+        assert "triton 0.0.x only" in dispatch.gluon_reason(torch.device("cpu"))
+
+
 @pytest.mark.parametrize("keys", [128, 192])
 @pytest.mark.parametrize("tokens", [257, 2100, 4097, 4608])
 def test_gluon_key_descales_start_their_tma_boxes_on_16_bytes(tokens, keys):
