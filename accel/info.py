@@ -12,7 +12,8 @@ from .backends import BACKENDS
 from .backends.env import MIN_FP8_CAPABILITY, fa3_reason, triton_interpreting
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
+    """The installed distribution's version, or "not installed"."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -28,8 +29,8 @@ def environment_report() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda (torch build)": torch.version.cuda or "none (CPU build)",
-        "triton": _version("triton"),
-        "diffusers": _version("diffusers"),
+        "triton": package_version("triton"),
+        "diffusers": package_version("diffusers"),
         "flash-attention-3": "importable" if fa3_reason() is None else "not importable",
         "triton interpreter": "on (TRITON_INTERPRET=1)" if triton_interpreting() else "off",
         "gpus": [],

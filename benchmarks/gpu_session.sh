@@ -37,6 +37,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 33   # session 14: the GPU suite stage 31 leaves out
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 34   # session 14: stage 31 again, key-group probe rows
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 35   # session 14: 31, 32 and 34 cut to one call
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 36   # session 15: torchao and SageAttention baselines
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -45,7 +46,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|35}"
+stage="${1:?usage: gpu_session.sh 1|2|...|36}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -486,7 +487,22 @@ case "$stage" in
   grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"
   tail -n 7 "$out/whole.log"
   ;;
+36)
+  # Session 15: the baselines users compare us with, installed from .baselines (carry it; made by
+  # benchmarks/baseline_wheels.sh): torchao's own apply_low_precision_attention (its quantization
+  # kernels + FA3 FP8 through torch's quantized SDPA op) and pip's SageAttention (1.0.x, Triton,
+  # INT8 Q K^T), whole calls beside ours; torchao inside Flux 1024x1024 beside our presets.
+  source .baselines/setup.sh || { echo "no .baselines: run benchmarks/baseline_wheels.sh, carry .baselines"; exit 1; }
+  python -c "import torchao, sageattention, accel.benchmarking.baselines as b; print('torchao', torchao.__version__, b.torchao_reason())" \
+    2>&1 | tail -n 1 | tee -a "$summary"
+  run baselines 330 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/baselines.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,12x32760x512x128,24x8192x8192x64 --methods \
+    sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,torchao-fp8,sageattn-int8,accel-triton-head,accel-triton-token
+  run flux-1024-torchao 180 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
+    --variants _native_cudnn,torchao-style,torchao,accel-speed,accel-balanced --json "$out/flux-1024-torchao.json"
+  tail -n 8 "$out/baselines.log"; tail -n 7 "$out/flux-1024-torchao.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 35" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 36" >&2; exit 2 ;;
 esac
 cat "$summary"

@@ -81,7 +81,7 @@ def stub_gpu(launch: str) -> None:
     from accel.backends import triton_backend
 
     sdpa.triton_interpreting = triton_backend.triton_interpreting = lambda: True  # CPU tensors accepted
-    dispatch._gluon_reason_cached = lambda device: None  # the Gluon kernel "runs" here (an H200)
+    dispatch._gluon_reason_cached = lambda device, allow_untested_triton: None  # the Gluon kernel "runs" here (an H200)
     gluon_attention._sm_count = lambda device: 132
 
 

@@ -33,3 +33,23 @@ def test_auto_falls_through_to_the_next_backend_and_says_why_none_serves(monkeyp
 
 def test_auto_on_the_cpu_is_the_reference():
     assert backends.auto_order(SimpleNamespace(device=torch.device("cpu"), head_dim=128)) == ("reference",)
+
+
+def test_torch_backend_activates_fa3_again_after_something_restored_the_default(monkeypatch):
+    """torch's FP8 SDPA op needs FA3 active; torchao's wrapper puts torch's default back after
+    each forward, so the torch backend checks before every call instead of activating once."""
+    from accel.backends import torch_quantized
+
+    state = {"impl": None, "activations": 0}
+
+    def activate(impl):
+        state["impl"], state["activations"] = impl, state["activations"] + 1
+
+    monkeypatch.setattr(torch.nn.attention, "activate_flash_attention_impl", activate, raising=False)
+    monkeypatch.setattr(torch.nn.attention, "current_flash_attention_impl", lambda: state["impl"], raising=False)
+    torch_quantized._activate_fa3()
+    torch_quantized._activate_fa3()
+    assert state == {"impl": "FA3", "activations": 1}
+    state["impl"] = None  # restore_flash_attention_impl(), e.g. by torchao
+    torch_quantized._activate_fa3()
+    assert state == {"impl": "FA3", "activations": 2}

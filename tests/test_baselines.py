@@ -80,3 +80,67 @@ def test_balanced_with_token_scales_variant_runs():
         assert numerics and {n.granularity for n in numerics if n is not None} == {"token"}
         with torch.no_grad():
             assert model(**inputs, return_dict=False)[0].isfinite().all()
+
+
+def test_variants_offer_torchao_only_where_it_runs():
+    """torchao's own low-precision attention is a GPU variant, offered where it can run."""
+    assert pipeline.variants("cuda", fa3=True, torchao=True)["torchao"] == ("baseline", "torchao")
+    assert "torchao" not in pipeline.variants("cuda", fa3=True, torchao=False)
+    assert "torchao" not in pipeline.variants("cpu", fa3=True, torchao=True)
+
+
+@pytest.fixture
+def fake_torchao(monkeypatch):
+    """``torchao.prototype.attention`` with an ``apply_low_precision_attention`` that, like
+    torchao's, sets a process-wide compiler pass and returns a wrapper reading the model's
+    attributes through; the wrapper counts its forwards."""
+    import sys
+    import types
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod, self.forwards = model, 0
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self._orig_mod, name)
+
+        def forward(self, *args, **kwargs):
+            self.forwards += 1
+            return self._orig_mod(*args, **kwargs)
+
+    def apply_low_precision_attention(model):
+        import torch._inductor.config as inductor_config
+
+        inductor_config.pre_grad_custom_pass = "torchao's pass"
+        return Wrapper(model)
+
+    attention = types.ModuleType("torchao.prototype.attention")
+    attention.apply_low_precision_attention = apply_low_precision_attention
+    for name, module in (("torchao", types.ModuleType("torchao")),
+                         ("torchao.prototype", types.ModuleType("torchao.prototype")),
+                         ("torchao.prototype.attention", attention)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return Wrapper
+
+
+def test_torchao_baseline_times_its_wrapper_and_puts_the_compiler_pass_back(fake_torchao):
+    """The pipeline benchmark calls what ``configured`` yields: torchao's wrapper for the torchao
+    variant (its FP8 SDPA patch lives in the wrapper's forward), the model itself otherwise; the
+    compiler pass torchao installs process-wide is put back when the block ends."""
+    import torch._inductor.config as inductor_config
+
+    model, inputs = pipeline.build("tiny-flux", "cpu", torch.bfloat16)
+    saved = inductor_config.pre_grad_custom_pass
+    with pipeline.configured(model, ("baseline", "torchao")) as run:
+        assert isinstance(run, fake_torchao) and run._orig_mod is model
+        assert inductor_config.pre_grad_custom_pass == "torchao's pass"
+        times = pipeline.forward_times(run, inputs, 2, "cpu")
+        assert len(times) == 2 and run.forwards == 3  # one untimed warm-up
+        assert run.config is model.config  # read through, as torchao's wrapper does
+    assert inductor_config.pre_grad_custom_pass is saved
+    with pipeline.configured(model, ("backend", "native")) as run:
+        assert run is model

@@ -17,8 +17,18 @@ from .env import torch_quantized_reason, triton_reason
 from .fa3 import add_value_mean, head_granularity_reason, quantize_for_fa3
 
 
-@functools.cache
 def _activate_fa3() -> None:
+    """FA3 as torch's flash-attention implementation, again if something restored the default
+    since (torchao's low-precision wrapper does after every forward)."""
+    current = getattr(torch.nn.attention, "current_flash_attention_impl", None)
+    if current is None:
+        _activate_fa3_once()
+    elif current() != "FA3":
+        torch.nn.attention.activate_flash_attention_impl("FA3")
+
+
+@functools.cache
+def _activate_fa3_once() -> None:  # a torch without current_flash_attention_impl
     torch.nn.attention.activate_flash_attention_impl("FA3")
 
 

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 
 import accel
 from accel.backends.env import fa3_reason
+from accel.benchmarking.baselines import torchao_reason
+from accel.info import package_version
 from accel.testing import activation_like_qkv, exact_attention, rel_l2
 
 # (heads, Sq, Skv, head_dim): DESIGN.md's reference rows, both head dims, and cross-attention.
@@ -131,6 +133,47 @@ def fa3_fp8_kernel_only():
     return prepare, run
 
 
+def torchao_fp8():
+    """torchao's FP8 attention as its ``apply_low_precision_attention`` wrapper runs it inside a
+    model: torchao's per-head quantization kernels, then FA3's FP8 kernel through torch's
+    quantized SDPA op, on the (B, H, S, D) views diffusers hands ``F.scaled_dot_product_attention``.
+    FA3 is activated untimed, as the wrapper does once per forward; :func:`bench_shape` puts
+    torch's default back after the row."""
+    from torchao.prototype.attention.fp8_fa3 import fp8_fa3_sdpa
+
+    def prepare(q, k, v):
+        torch.nn.attention.activate_flash_attention_impl("FA3")
+        return tuple(t.transpose(1, 2) for t in (q, k, v))
+
+    return prepare, lambda q, k, v: fp8_fa3_sdpa(q, k, v).transpose(1, 2)
+
+
+def sageattn_int8():
+    """SageAttention as ``pip install sageattention`` installs it (1.0.x: Triton kernels, INT8
+    Q K^T with per-block scales and K smoothed, FP16 P V), on (B, S, H, D) as it comes.
+    SageAttention2's CUDA kernels need a source build. ``sageattn`` smooths K in place: each
+    timed call gets its own copy of K, made untimed."""
+    from sageattention import sageattn
+
+    def prepare(q, k, v):
+        return q, k.clone(), v
+
+    return prepare, lambda q, k, v: sageattn(q, k, v, tensor_layout="NHD")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _restore_default_flash_attention() -> None:
+    """Undo a row's ``activate_flash_attention_impl`` so that the next rows' bf16 SDPA is torch's own."""
+    current = getattr(torch.nn.attention, "current_flash_attention_impl", None)
+    if current is not None and current() is not None:
+        torch.nn.attention.restore_flash_attention_impl()
+
+
 def methods():
     """name -> (prepare or None, run). ``prepare`` maps bf16 inputs to the run's arguments untimed."""
     from accel.kernels import configs, gluon_attention
@@ -165,6 +208,10 @@ def methods():
         m["fa3-bf16"] = (None, fa3_bf16)
         m["accel-fa3-head"] = (None, fp8("fa3", "head"))
         m["fa3-fp8-kernel-only"] = fa3_fp8_kernel_only()
+    if torchao_reason() is None:
+        m["torchao-fp8"] = torchao_fp8()
+    if _importable("sageattention"):
+        m["sageattn-int8"] = sageattn_int8()
     return m
 
 
@@ -192,7 +239,8 @@ def bench_shape(heads, sq, skv, d, names, args):
                           return_mode="median")
             results[name] = {"ms": ms, "tflops": flops / ms * 1e-9, "rel_l2": err}
         except Exception as exc:  # a baseline that cannot run this shape: say so, keep going
-            results[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            results[name] = {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"}
+        _restore_default_flash_attention()
         torch.cuda.empty_cache()
     return results
 
@@ -217,6 +265,7 @@ def main(argv=None):
         "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
         "accel": accel.__version__, "python": platform.python_version(), "argv": sys.argv,
         "fa3": fa3_reason() or "available",
+        **{package: package_version(package) for package in ("torchao", "sageattention")},
     }
     print(json.dumps(env))
     table = []

@@ -7,9 +7,13 @@
   self-attention in FP8 through FA3's kernel, with one scale per (batch, head) computed in plain
   torch (amax, scale, saturating cast: no smoothing, no fused quantization). The bar that
   ``accel``'s ``speed`` preset must beat.
+* ``torchao_low_precision``: torchao itself, where it is installed (``torchao.prototype.attention.
+  apply_low_precision_attention``, torch >= 2.11 and FA3): every ``F.scaled_dot_product_attention``
+  of the model in FP8 (torchao's quantization kernels, then FA3's FP8 kernel through torch's
+  quantized SDPA op), cross-attention included.
 
-Both replace module-level functions or processor methods for the duration of a ``with`` block
-only, and put everything back after.
+Each replaces module-level functions, processor methods or torchao's global compiler pass for the
+duration of a ``with`` block only, and puts everything back after.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import types
 
 import torch
 
+from ..backends.env import torch_quantized_reason
 from ..kernels.numerics import E4M3_MAX
 from ..plan import FP8Config, Plan, Rule
 from ..processors.common import FP8AttentionMixin, attend
@@ -95,3 +100,31 @@ def torchao_style(model: torch.nn.Module):
                 processor._attend = types.MethodType(_torchao_attend, processor)  # this instance only
                 processor.fused_qk = False  # every FP8 call must go through _attend
         yield
+
+
+def torchao_reason() -> str | None:
+    """None if torchao's low-precision attention can run here, else why not."""
+    reason = torch_quantized_reason()  # torch's quantized SDPA op (torch >= 2.11) and FA3
+    if reason is not None:
+        return f"torchao's low-precision attention runs on torch's FP8 SDPA op: {reason}"
+    try:
+        from torchao.prototype.attention import apply_low_precision_attention  # noqa: F401
+    except Exception as exc:  # ImportError, or an older torchao without the API
+        return f"torchao.prototype.attention.apply_low_precision_attention is not importable: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def torchao_low_precision(model: torch.nn.Module):
+    """Yields ``apply_low_precision_attention(model)``: torchao's wrapper, which puts every SDPA of
+    ``model`` in FP8 for the duration of each of its forwards (call it instead of ``model``; it
+    reads ``model``'s attributes through). torchao also installs a pre-grad pass for
+    torch.compile, process-wide; it is put back when the block ends."""
+    import torch._inductor.config as inductor_config
+    from torchao.prototype.attention import apply_low_precision_attention
+
+    saved = inductor_config.pre_grad_custom_pass
+    try:
+        yield apply_low_precision_attention(model)
+    finally:
+        inductor_config.pre_grad_custom_pass = saved

@@ -34,10 +34,12 @@ import torch
 
 import accel
 from accel.backends.env import fa3_reason
+from accel.info import package_version
 from accel.measure import measure_attention
 from accel.plan import PRESETS, Plan, resolve_plan
 from accel.testing import rel_l2
 
+from .baselines import torchao_reason
 from .profile import format_breakdown, time_breakdown
 
 WAN_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096,
@@ -112,10 +114,11 @@ def build(name: str, device: str, dtype: torch.dtype):
     return model, inputs
 
 
-def variants(device: str, fa3: bool | None = None) -> dict:
+def variants(device: str, fa3: bool | None = None, torchao: bool | None = None) -> dict:
     """name -> how to set the model up: ("backend", diffusers backend), ("preset", preset, fp8
     backend) or ("baseline", name) for :mod:`accel.benchmarking.baselines`. ``fa3``: whether
-    FlashAttention-3 is importable (None: look)."""
+    FlashAttention-3 is importable, ``torchao``: whether torchao's low-precision attention can
+    run (None: look)."""
     v = {"native": ("backend", "native")}
     fa3 = fa3_reason() is None if fa3 is None else fa3
     if device == "cuda":
@@ -123,6 +126,8 @@ def variants(device: str, fa3: bool | None = None) -> dict:
     if fa3:
         v["fa3-bf16"] = ("baseline", "fa3-bf16")
         v["torchao-style"] = ("baseline", "torchao-style")  # plain-torch per-head quantization + FA3 FP8
+    if device == "cuda" and (torchao if torchao is not None else torchao_reason() is None):
+        v["torchao"] = ("baseline", "torchao")  # torchao's apply_low_precision_attention itself
     fp8_backend = "auto" if device == "cuda" else "reference"
     v.update({f"accel-{p}": ("preset", p, fp8_backend) for p in ("speed", "balanced", "quality")})
     if fa3 and device == "cuda":  # `auto` gives FA3 the per-head calls our Gluon kernel leaves: ours alone too
@@ -155,20 +160,26 @@ def _plan(preset_or_plan) -> Plan:
 
 @contextlib.contextmanager
 def configured(model, how):
+    """``model`` set up as ``how`` says (see :func:`variants`) for the block; yields what to call:
+    ``model``, or the wrapper a baseline puts around it (torchao's)."""
     if how[0] == "backend":
         model.set_attention_backend(how[1])
         try:
-            yield
+            yield model
         finally:
             model.reset_attention_backend()
     elif how[0] == "baseline":
-        from .baselines import fa3_bf16, torchao_style
+        from .baselines import fa3_bf16, torchao_low_precision, torchao_style
 
-        with (fa3_bf16 if how[1] == "fa3-bf16" else torchao_style)(model):
-            yield
+        if how[1] == "torchao":
+            with torchao_low_precision(model) as wrapped:
+                yield wrapped
+        else:
+            with (fa3_bf16 if how[1] == "fa3-bf16" else torchao_style)(model):
+                yield model
     else:
         with accel.apply(model, plan=_plan(how[1]), backend=how[2]):
-            yield
+            yield model
 
 
 def timed(fn, device: str):
@@ -241,9 +252,9 @@ def attention_error(model, how, start: dict, steps: int) -> dict:
 def loop_row(model, how, start: dict, steps: int, device: str, native: list | None) -> tuple[dict, list]:
     """One variant's loop: time (after an untimed 1-step loop: compilation, autotuning), latent
     rel. L2 against ``native``'s trajectory (None: this is native), attention error for plans."""
-    with configured(model, how):
-        denoise(model, start, 1)
-        seconds, trajectory = timed(lambda: denoise(model, start, steps), device)
+    with configured(model, how) as run:
+        denoise(run, start, 1)
+        seconds, trajectory = timed(lambda: denoise(run, start, steps), device)
     native = native or trajectory
     per_step = [rel_l2(x, ref) for x, ref in zip(trajectory, native)]
     row = {"s": seconds, "latent_rel_l2_vs_native": per_step[-1], "latent_rel_l2_per_step": per_step}
@@ -283,14 +294,14 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
     rows = {}
     for variant, how in chosen.items():
         try:
-            with configured(model, how):
+            with configured(model, how) as run:
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
-                times = forward_times(model, inputs, repeats, device)
+                times = forward_times(run, inputs, repeats, device)
                 with torch.no_grad():
-                    out = model(**inputs, return_dict=False)[0]
+                    out = run(**inputs, return_dict=False)[0]
                     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
-                    split = time_breakdown(lambda: model(**inputs, return_dict=False), device) if profile else None
+                    split = time_breakdown(lambda: run(**inputs, return_dict=False), device) if profile else None
             rows[variant] = {"s": median_high(times), "times": times, "rel_l2_vs_native": rel_l2(out, reference),
                              "peak_gib": peak}
             if split is not None:
@@ -300,8 +311,8 @@ def bench_config(name: str, repeats: int, device: str, steps: int = 0, profile: 
     ran = [v for v in chosen if "error" not in rows[v]]
     for r in range(1, rounds) if ran else ():
         for variant in ran[r % len(ran):] + ran[:r % len(ran)]:
-            with configured(model, chosen[variant]):
-                rows[variant]["times"] += forward_times(model, inputs, repeats, device)
+            with configured(model, chosen[variant]) as run:
+                rows[variant]["times"] += forward_times(run, inputs, repeats, device)
     for variant in ran:
         rows[variant]["s"] = median_high(rows[variant]["times"])
     if steps and CONFIGS[name][0] == "wan":
@@ -394,7 +405,8 @@ def main(argv=None) -> dict:
         raise ValueError("real-size configs need a CUDA GPU; on the CPU use --configs tiny-wan,tiny-flux")
     selected_variants(device, only)  # an unknown name fails before any model is built
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "cpu",
-           "date": datetime.date.today().isoformat(), "torch": torch.__version__, "accel": accel.__version__}
+           "date": datetime.date.today().isoformat(), "torch": torch.__version__, "accel": accel.__version__,
+           **{package: package_version(package) for package in ("triton", "diffusers", "torchao")}}
     print(json.dumps(env))
     results = {}
     for name in names:
