@@ -499,7 +499,7 @@ case "$stage" in
     24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,12x32760x512x128,24x8192x8192x64 --methods \
     sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,torchao-fp8,sageattn-int8,accel-triton-head,accel-triton-token
   run flux-1024-torchao 180 python benchmarks/pipeline.py --configs flux-dev-1024 --repeats 5 --rounds 3 \
-    --variants _native_cudnn,torchao-style,torchao,accel-speed,accel-balanced --json "$out/flux-1024-torchao.json"
+    --variants _native_cudnn,torchao-style,torchao,sageattn,accel-speed,accel-balanced --json "$out/flux-1024-torchao.json"
   tail -n 8 "$out/baselines.log"; tail -n 7 "$out/flux-1024-torchao.log"
   ;;
 *)

@@ -22,6 +22,7 @@ SERIES = {  # variant -> label
     "fa3-bf16": "FA3 bf16",
     "torchao-style": "torchao-style: plain-torch per-head quant. + FA3 FP8",
     "torchao": "torchao apply_low_precision_attention (FA3 FP8)",
+    "sageattn": "SageAttention (pip, INT8 QK)",
     "accel-speed": "accel speed",
     "accel-speed-triton": "accel speed, our kernel only",
     "accel-quality": "accel quality",

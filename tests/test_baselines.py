@@ -144,3 +144,49 @@ def test_torchao_baseline_times_its_wrapper_and_puts_the_compiler_pass_back(fake
     assert inductor_config.pre_grad_custom_pass is saved
     with pipeline.configured(model, ("backend", "native")) as run:
         assert run is model
+
+
+@pytest.fixture
+def fake_sageattention(monkeypatch):
+    """``sageattention`` whose ``sageattn`` runs exact attention on (B, S, H, D) ("NHD") and
+    records each call's layout and scale."""
+    import sys
+    import types
+
+    import torch.nn.functional as F
+
+    calls = []
+
+    def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, **kwargs):
+        calls.append((tensor_layout, sm_scale))
+        assert tensor_layout == "NHD"
+        out = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=is_causal,
+                                             scale=sm_scale)
+        return out.transpose(1, 2)
+
+    module = types.ModuleType("sageattention")
+    module.sageattn = sageattn
+    monkeypatch.setitem(sys.modules, "sageattention", module)
+    return calls
+
+
+@pytest.mark.parametrize("config", ["tiny-wan", "tiny-flux"])
+def test_sageattn_baseline_routes_every_attention(config, fake_sageattention):
+    """The sageattn variant sends every attention of the stock processors to ``sageattn`` in
+    (B, S, H, D), and puts diffusers' dispatch back after."""
+    from accel.benchmarking.baselines import sageattention_reason
+
+    assert sageattention_reason() is None
+    assert pipeline.variants("cuda", fa3=False, torchao=False)["sageattn"] == ("baseline", "sageattn")
+    assert "sageattn" not in pipeline.variants("cuda", fa3=False, torchao=False, sage=False)
+    model, inputs = pipeline.build(config, "cpu", torch.bfloat16)
+    with torch.no_grad():
+        native = model(**inputs, return_dict=False)[0]
+        with pipeline.configured(model, ("baseline", "sageattn")) as run:
+            out = run(**inputs, return_dict=False)[0]
+        routed = len(fake_sageattention)
+        restored = model(**inputs, return_dict=False)[0]
+    n_blocks = len(model.blocks) if config == "tiny-wan" else len(model.transformer_blocks) + len(
+        model.single_transformer_blocks)
+    assert routed == (2 * n_blocks if config == "tiny-wan" else n_blocks) and len(fake_sageattention) == routed
+    assert rel_l2(out, native) < 1e-2 and torch.equal(restored, native)

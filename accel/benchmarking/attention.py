@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import accel
 from accel.backends.env import fa3_reason
-from accel.benchmarking.baselines import torchao_reason
+from accel.benchmarking.baselines import sageattention_reason, sageattn_bshd, torchao_reason
 from accel.info import package_version
 from accel.testing import activation_like_qkv, exact_attention, rel_l2
 
@@ -153,18 +153,7 @@ def sageattn_int8():
     Q K^T with per-block scales and K smoothed, FP16 P V), on (B, S, H, D) as it comes.
     SageAttention2's CUDA kernels need a source build. ``sageattn`` smooths K in place: each
     timed call gets its own copy of K, made untimed."""
-    from sageattention import sageattn
-
-    def prepare(q, k, v):
-        return q, k.clone(), v
-
-    return prepare, lambda q, k, v: sageattn(q, k, v, tensor_layout="NHD")
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+    return (lambda q, k, v: (q, k.clone(), v)), sageattn_bshd
 
 
 def _restore_default_flash_attention() -> None:
@@ -210,7 +199,7 @@ def methods():
         m["fa3-fp8-kernel-only"] = fa3_fp8_kernel_only()
     if torchao_reason() is None:
         m["torchao-fp8"] = torchao_fp8()
-    if _importable("sageattention"):
+    if sageattention_reason() is None:
         m["sageattn-int8"] = sageattn_int8()
     return m
 

@@ -7,6 +7,8 @@
   self-attention in FP8 through FA3's kernel, with one scale per (batch, head) computed in plain
   torch (amax, scale, saturating cast: no smoothing, no fused quantization). The bar that
   ``accel``'s ``speed`` preset must beat.
+* ``sageattn_int8``: every attention through SageAttention's ``sageattn`` (as ``pip install
+  sageattention`` installs it), where installed.
 * ``torchao_low_precision``: torchao itself, where it is installed (``torchao.prototype.attention.
   apply_low_precision_attention``, torch >= 2.11 and FA3): every ``F.scaled_dot_product_attention``
   of the model in FP8 (torchao's quantization kernels, then FA3's FP8 kernel through torch's
@@ -40,31 +42,60 @@ def _first(result):
     return result[0] if isinstance(result, tuple) else result
 
 
-def fa3_bf16_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
-    """diffusers' ``dispatch_attention_fn`` contract on (B, S, H, D) tensors, run by FA3 in bf16.
-    Masks and context parallelism are not FA3's here: those calls go to diffusers unchanged."""
-    from diffusers.models.attention_dispatch import dispatch_attention_fn
+def _dispatch_through(attention):
+    """diffusers' ``dispatch_attention_fn`` contract on (B, S, H, D) tensors, served by
+    ``attention(query, key, value, scale, is_causal)``. Masks and context parallelism are not the
+    baseline's here: those calls go to diffusers unchanged."""
+    def dispatch(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kwargs):
+        from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-    if attn_mask is not None or dropout_p or kwargs.get("parallel_config") is not None:
-        return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-                                     is_causal=is_causal, scale=scale, **kwargs)
-    return _first(_flash_attn_func()(query, key, value, softmax_scale=scale, causal=is_causal))
+        if attn_mask is not None or dropout_p or kwargs.get("parallel_config") is not None:
+            return dispatch_attention_fn(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                                         is_causal=is_causal, scale=scale, **kwargs)
+        return attention(query, key, value, scale, is_causal)
+    return dispatch
+
+
+fa3_bf16_attention = _dispatch_through(
+    lambda q, k, v, scale, is_causal: _first(_flash_attn_func()(q, k, v, softmax_scale=scale, causal=is_causal)))
+
+
+def sageattn_bshd(q, k, v, scale=None, is_causal=False):
+    """SageAttention's ``sageattn`` on (B, S, H, D) tensors. It smooths K in place."""
+    from sageattention import sageattn
+
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=is_causal, sm_scale=scale)
+
+
+sageattn_attention = _dispatch_through(sageattn_bshd)
 
 
 @contextlib.contextmanager
-def fa3_bf16(model: torch.nn.Module):
-    """Within the block, ``model``'s stock Wan / Flux processors attend through FA3 bf16."""
+def _stock_processors_through(dispatch):
+    """Within the block, the stock Wan / Flux processors call ``dispatch`` for their attention."""
     from diffusers.models.transformers import transformer_flux, transformer_wan
 
     modules = (transformer_wan, transformer_flux)
     saved = [m.dispatch_attention_fn for m in modules]
     for m in modules:
-        m.dispatch_attention_fn = fa3_bf16_attention
+        m.dispatch_attention_fn = dispatch
     try:
         yield
     finally:
         for m, fn in zip(modules, saved):
             m.dispatch_attention_fn = fn
+
+
+def fa3_bf16(model: torch.nn.Module):
+    """Within the block, ``model``'s stock Wan / Flux processors attend through FA3 bf16."""
+    return _stock_processors_through(fa3_bf16_attention)
+
+
+def sageattn_int8(model: torch.nn.Module):
+    """Within the block, ``model``'s stock Wan / Flux processors attend through SageAttention
+    (``sageattn``: pip's 1.0.x is Triton, INT8 Q K^T, FP16 P V; diffusers' own sage backends
+    want SageAttention >= 2, a source build)."""
+    return _stock_processors_through(sageattn_attention)
 
 
 def quantize_per_head(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,6 +131,15 @@ def torchao_style(model: torch.nn.Module):
                 processor._attend = types.MethodType(_torchao_attend, processor)  # this instance only
                 processor.fused_qk = False  # every FP8 call must go through _attend
         yield
+
+
+def sageattention_reason() -> str | None:
+    """None if SageAttention is importable, else why not."""
+    try:
+        from sageattention import sageattn  # noqa: F401
+    except Exception as exc:  # ImportError, or its Triton / CUDA pieces failing to load
+        return f"sageattention is not importable: {exc}"
+    return None
 
 
 def torchao_reason() -> str | None:

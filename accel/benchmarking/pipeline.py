@@ -39,7 +39,7 @@ from accel.measure import measure_attention
 from accel.plan import PRESETS, Plan, resolve_plan
 from accel.testing import rel_l2
 
-from .baselines import torchao_reason
+from .baselines import sageattention_reason, torchao_reason
 from .profile import format_breakdown, time_breakdown
 
 WAN_14B = dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40, text_dim=4096,
@@ -114,11 +114,11 @@ def build(name: str, device: str, dtype: torch.dtype):
     return model, inputs
 
 
-def variants(device: str, fa3: bool | None = None, torchao: bool | None = None) -> dict:
+def variants(device: str, fa3: bool | None = None, torchao: bool | None = None, sage: bool | None = None) -> dict:
     """name -> how to set the model up: ("backend", diffusers backend), ("preset", preset, fp8
     backend) or ("baseline", name) for :mod:`accel.benchmarking.baselines`. ``fa3``: whether
     FlashAttention-3 is importable, ``torchao``: whether torchao's low-precision attention can
-    run (None: look)."""
+    run, ``sage``: whether SageAttention is importable (None: look)."""
     v = {"native": ("backend", "native")}
     fa3 = fa3_reason() is None if fa3 is None else fa3
     if device == "cuda":
@@ -128,6 +128,8 @@ def variants(device: str, fa3: bool | None = None, torchao: bool | None = None) 
         v["torchao-style"] = ("baseline", "torchao-style")  # plain-torch per-head quantization + FA3 FP8
     if device == "cuda" and (torchao if torchao is not None else torchao_reason() is None):
         v["torchao"] = ("baseline", "torchao")  # torchao's apply_low_precision_attention itself
+    if device == "cuda" and (sage if sage is not None else sageattention_reason() is None):
+        v["sageattn"] = ("baseline", "sageattn")  # SageAttention's sageattn for every attention
     fp8_backend = "auto" if device == "cuda" else "reference"
     v.update({f"accel-{p}": ("preset", p, fp8_backend) for p in ("speed", "balanced", "quality")})
     if fa3 and device == "cuda":  # `auto` gives FA3 the per-head calls our Gluon kernel leaves: ours alone too
@@ -169,13 +171,15 @@ def configured(model, how):
         finally:
             model.reset_attention_backend()
     elif how[0] == "baseline":
-        from .baselines import fa3_bf16, torchao_low_precision, torchao_style
+        from . import baselines
 
         if how[1] == "torchao":
-            with torchao_low_precision(model) as wrapped:
+            with baselines.torchao_low_precision(model) as wrapped:
                 yield wrapped
         else:
-            with (fa3_bf16 if how[1] == "fa3-bf16" else torchao_style)(model):
+            around = {"fa3-bf16": baselines.fa3_bf16, "torchao-style": baselines.torchao_style,
+                      "sageattn": baselines.sageattn_int8}[how[1]]
+            with around(model):
                 yield model
     else:
         with accel.apply(model, plan=_plan(how[1]), backend=how[2]):
