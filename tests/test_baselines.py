@@ -190,3 +190,19 @@ def test_sageattn_baseline_routes_every_attention(config, fake_sageattention):
         model.single_transformer_blocks)
     assert routed == (2 * n_blocks if config == "tiny-wan" else n_blocks) and len(fake_sageattention) == routed
     assert rel_l2(out, native) < 1e-2 and torch.equal(restored, native)
+
+
+def test_attention_benchmark_skips_missing_baselines_and_rejects_unknown_rows(capsys):
+    """`--methods` naming a row whose package is missing here skips it and says why; a name that
+    is no row at all stops the run with the choices."""
+    pytest.importorskip("triton")
+    from accel.benchmarking import attention
+    from accel.benchmarking.baselines import sageattention_reason
+
+    if sageattention_reason() is None:
+        pytest.skip("sageattention is installed here: no missing baseline to skip")
+    assert attention.chosen_methods("sdpa-cudnn-bf16,sageattn-int8") == ["sdpa-cudnn-bf16"]
+    assert "skipping sageattn-int8: sageattention is not importable" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown method.*sdpa-typo; choose from sdpa-flash-bf16"):
+        attention.chosen_methods("sdpa-typo")
+    assert "sdpa-cudnn-bf16" in attention.chosen_methods(None)

@@ -204,6 +204,27 @@ def methods():
     return m
 
 
+#: Rows that need a third-party package, and what says whether it is there.
+OPTIONAL_METHODS = {"fa3-bf16": fa3_reason, "accel-fa3-head": fa3_reason, "fa3-fp8-kernel-only": fa3_reason,
+                    "torchao-fp8": torchao_reason, "sageattn-int8": sageattention_reason}
+
+
+def chosen_methods(text: str | None) -> list[str]:
+    """The comma-separated methods (None: all this machine can run). Named rows whose package is
+    missing here are skipped with the reason; unknown names are an error that lists the choices."""
+    available = methods()
+    if text is None:
+        return list(available)
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in available and n not in OPTIONAL_METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(available)}")
+    for n in names:
+        if n not in available:
+            print(f"skipping {n}: {OPTIONAL_METHODS[n]()}", flush=True)
+    return [n for n in names if n in available]
+
+
 def bench_shape(heads, sq, skv, d, names, args):
     from triton.testing import do_bench
 
@@ -247,7 +268,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("benchmarks/attention.py needs a CUDA GPU")
-    names = args.methods.split(",") if args.methods else list(methods())
+    names = chosen_methods(args.methods)
     import triton
     env = {
         "device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
