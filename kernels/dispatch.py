@@ -28,7 +28,7 @@ def _gluon_reason_cached(device: torch.device, allow_untested_triton: bool) -> s
     reason = gluon_unavailable_reason(device, allow_untested_triton)
     if reason is not None and not allow_untested_triton and gluon_unavailable_reason(device, True) is None:
         # Only the Triton version stands in the way on this Hopper GPU: say so once, with the fix.
-        warnings.warn(f"accel: {reason}; our Triton kernel serves instead (20-25% slower at D = 128 on an "
+        warnings.warn(f"accel: {reason}; our Triton kernel serves instead (15-30% slower at D = 128 on an "
                       f"H200). Set {GLUON_ENV}=1 to use the Gluon kernel with this Triton, install triton "
                       f"3.6 (torch 2.11's), or set {GLUON_ENV}=0 to keep the Triton kernel "
                       "without this warning.", SlowerKernelWarning, stacklevel=2)
