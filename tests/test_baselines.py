@@ -206,3 +206,15 @@ def test_attention_benchmark_skips_missing_baselines_and_rejects_unknown_rows(ca
     with pytest.raises(SystemExit, match="unknown method.*sdpa-typo; choose from sdpa-flash-bf16"):
         attention.chosen_methods("sdpa-typo")
     assert "sdpa-cudnn-bf16" in attention.chosen_methods(None)
+
+
+def test_pipeline_benchmark_skips_missing_baselines_and_rejects_unknown_variants(capsys):
+    """`--variants` naming a baseline whose package is missing here skips it with a note; a name
+    that is no variant anywhere is an error listing the choices."""
+    if "torchao" in pipeline.variants("cuda"):
+        pytest.skip("torchao runs here: no missing baseline to skip")
+    chosen = pipeline.selected_variants("cuda", ["native", "torchao"])
+    assert list(chosen) == ["native"]
+    assert "skipping torchao" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown variant.*'fa4-fp8'.*choose from native"):
+        pipeline.selected_variants("cuda", ["fa4-fp8"])
