@@ -43,8 +43,8 @@ shifted by a multiple of 64, negative ones as zeros); Q rows past Sq are compute
 lies there and never stored.
 
 Runs where :func:`gluon_unavailable_reason` is None: an sm_90 GPU and a Triton it has been
-tested with on a GPU (3.6; 3.8 and 3.9 compile it, see TESTED_TRITON), or any Triton that
-compiles it when the caller allows (ACCEL_GLUON=1). Elsewhere the Triton kernel serves every call.
+tested with on a GPU (3.6; 3.7 to 3.9 compile it, see TESTED_TRITON), or any Triton from 3.6 on
+when the caller allows (ACCEL_GLUON=1). Elsewhere the Triton kernel serves every call.
 """
 
 from __future__ import annotations
@@ -135,9 +135,12 @@ V_MEAN_IN_SHARED = {True: True, False: False}
 #: at 4608-32760 per head; 1.23x to 1.00x per token (NOTES 48).
 OUTPUT_BY_TMA = True
 #: Triton versions this kernel has run and been tested with on a GPU; others take the Triton
-#: kernel unless ACCEL_GLUON=1. Triton 3.8 and 3.9 (CI's) compile it too, with the same main loops
-#: within 4 SASS instructions (tests/test_gluon_compile.py, NOTES 49-50), untried on a GPU.
+#: kernel unless ACCEL_GLUON=1. Triton 3.7, 3.8 and 3.9 (CI's) compile it too, 3.8 and 3.9 with
+#: the same main loops within 4 SASS instructions (tests/test_gluon_compile.py, NOTES 49-50),
+#: untried on a GPU.
 TESTED_TRITON = ("3.6.",)
+#: The oldest Triton whose Gluon API compiles the kernel (3.5's warp_specialize differs).
+MIN_GLUON_TRITON = (3, 6)
 
 
 class WarpGroups(NamedTuple):
@@ -813,6 +816,23 @@ def _gluon_attention_kernel(q_desc, k_desc, kb_desc, vt_desc, vtb_desc, kd_desc,
 # --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
+def _triton_version() -> tuple[int, int]:
+    """(major, minor) of the installed Triton ("3.7.0+git..." -> (3, 7))."""
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def gluon_api_reason() -> str | None:
+    """Why the installed Triton cannot compile this kernel (None: it can): Gluon's Hopper API as
+    3.6 to 3.9 have it (3.5's ``warp_specialize`` takes other arguments)."""
+    if _IMPORT_ERROR is not None:
+        return f"triton {triton.__version__} has no usable Gluon Hopper API ({_IMPORT_ERROR!r})"
+    if _triton_version() < MIN_GLUON_TRITON:
+        return (f"the Gluon kernel needs triton >= {'.'.join(map(str, MIN_GLUON_TRITON))} (Gluon's "
+                f"warp_specialize API); found {triton.__version__}")
+    return None
+
+
 def untested_triton_reason() -> str | None:
     """Why the installed Triton is not one this kernel has run with on a GPU (None: it is)."""
     if triton.__version__.startswith(TESTED_TRITON):
@@ -824,8 +844,8 @@ def untested_triton_reason() -> str | None:
 def gluon_unavailable_reason(device: torch.device | None = None, allow_untested_triton: bool = False) -> str | None:
     """Why this kernel cannot run here (None: it can): Gluon's Hopper API, an sm_90 GPU and, unless
     ``allow_untested_triton``, a Triton version it has been run with on a GPU (TESTED_TRITON)."""
-    if _IMPORT_ERROR is not None:
-        return f"triton {triton.__version__} has no usable Gluon Hopper API ({_IMPORT_ERROR!r})"
+    if (reason := gluon_api_reason()) is not None:
+        return reason
     if not allow_untested_triton and (reason := untested_triton_reason()) is not None:
         return reason
     if device is None or device.type != "cuda" or not torch.cuda.is_available():

@@ -109,7 +109,7 @@ def row_scales(x):
     """(scale, descale) of each row of a (rows, channels) fp32 tile, from the row's amax."""
     amax = tl.max(tl.abs(x), 1)
     # NaN compares false and Inf is not < Inf: rows with a non-finite entry get a NaN amax.
-    n_bad = tl.sum((~(tl.abs(x) < float("inf"))).to(tl.int32), 1)
+    n_bad = tl.sum(tl.where(tl.abs(x) < float("inf"), 0, 1), 1)
     return _scales(tl.where(n_bad > 0, float("nan"), amax))
 
 
@@ -156,7 +156,7 @@ def _finalize_one(
     else:
         channel_amax = tl.maximum(hi, -lo)
     # A non-finite input makes its channel's sum non-finite: that channel's amax becomes NaN.
-    bad = ~(tl.abs(total) < float("inf"))
+    bad = tl.where(tl.abs(total) < float("inf"), 0, 1) > 0  # NaN compares false too
     channel_amax = tl.where(bad, float("nan"), channel_amax)
     channel_amax = tl.where(offs_d < D, channel_amax, 0.0)  # padded channels hold zeros
     if PER_CHANNEL:

@@ -213,6 +213,22 @@ def test_gluon_kernel_takes_an_untested_triton_only_when_asked(untested_triton, 
         dispatch.gluon_reason(hopper)
 
 
+def test_gluon_kernel_needs_triton_36s_gluon_api_even_when_asked(untested_triton, monkeypatch):
+    """Below 3.6 Gluon's API differs (3.5's warp_specialize fails to compile the kernel):
+    ACCEL_GLUON=1 cannot take the kernel there; version strings with local parts parse."""
+    from accel.kernels import gluon_attention as ga
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    hopper = torch.device("cuda", 0)
+    monkeypatch.setattr(triton, "__version__", "3.5.0")
+    assert ">= 3.6" in ga.gluon_api_reason() and "found 3.5.0" in ga.gluon_api_reason()
+    assert ga.gluon_unavailable_reason(hopper, allow_untested_triton=True) == ga.gluon_api_reason()
+    monkeypatch.setattr(triton, "__version__", "3.10.0+git0a1b2c3")
+    assert ga._triton_version() == (3, 10) and ga.gluon_api_reason() is None
+    assert ga.gluon_unavailable_reason(hopper, allow_untested_triton=True) is None
+
+
 def test_gluon_kernel_stays_quiet_off_hopper_with_an_untested_triton(untested_triton, monkeypatch):
     """Off Hopper the Gluon kernel could not run whatever the Triton: no warning about the version."""
     import warnings
