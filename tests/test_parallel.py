@@ -121,6 +121,7 @@ def _worker(rank, world, init_file, configs, families, queue):
     results["fallbacks"] = [str(w.message) for w in caught if issubclass(w.category, AccelFallbackWarning)]
     if rank == 0:
         queue.put(results)
+    dist.barrier()  # neither rank tears gloo down while the other may still talk to it
     dist.destroy_process_group()
 
 
