@@ -56,15 +56,18 @@ def environment_report() -> dict:
 def _gluon_status(index: int) -> str:
     """Whether the triton backend's Gluon kernel (FA3's schedule, Hopper) serves this GPU."""
     try:
-        from .kernels.dispatch import SlowerKernelWarning, gluon_reason
+        from .kernels.dispatch import GLUON_ENV, SlowerKernelWarning, gluon_reason, only_the_triton_version
         from .kernels.gluon_attention import DISPATCHED_HEAD_DIMS, MIN_KEYS
     except ImportError as exc:  # no triton: the triton backend's own status says so
         return f"no ({exc})"
+    device = torch.device("cuda", index)
     with warnings.catch_warnings():  # the report says the same, and names the fix
         warnings.simplefilter("ignore", SlowerKernelWarning)
-        reason = gluon_reason(torch.device("cuda", index))
-    dims = " and ".join(map(str, DISPATCHED_HEAD_DIMS))
-    return f"yes (D = {dims}, from {MIN_KEYS} keys)" if reason is None else f"no ({reason}; the Triton kernel serves)"
+        reason = gluon_reason(device)
+    if reason is None:
+        return f"yes (D = {' and '.join(map(str, DISPATCHED_HEAD_DIMS))}, from {MIN_KEYS} keys)"
+    fix = f"; {GLUON_ENV}=1 takes it with this Triton" if only_the_triton_version(device) else ""
+    return f"no ({reason}; the Triton kernel serves{fix})"
 
 
 def _backend_status(name: str, reason: str | None, gpus: list[dict]) -> str:

@@ -23,10 +23,16 @@ class SlowerKernelWarning(UserWarning):
     """A faster kernel exists for this GPU but is off; the call still runs in FP8, more slowly."""
 
 
+def only_the_triton_version(device: torch.device) -> bool:
+    """Whether the Triton version alone keeps the Gluon kernel off ``device`` (an sm_90 GPU):
+    ``ACCEL_GLUON=1`` would take it."""
+    return gluon_unavailable_reason(device) is not None and gluon_unavailable_reason(device, True) is None
+
+
 @functools.lru_cache(maxsize=None)
 def _gluon_reason_cached(device: torch.device, allow_untested_triton: bool) -> str | None:
     reason = gluon_unavailable_reason(device, allow_untested_triton)
-    if reason is not None and not allow_untested_triton and gluon_unavailable_reason(device, True) is None:
+    if not allow_untested_triton and only_the_triton_version(device):
         # Only the Triton version stands in the way on this Hopper GPU: say so once, with the fix.
         warnings.warn(f"accel: {reason}; our Triton kernel serves instead (15-30% slower at D = 128 on an "
                       f"H200). Set {GLUON_ENV}=1 to use the Gluon kernel with this Triton, install triton "

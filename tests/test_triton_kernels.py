@@ -211,6 +211,14 @@ def test_gluon_kernel_takes_an_untested_triton_only_when_asked(untested_triton, 
     monkeypatch.setenv("ACCEL_GLUON", "yes")
     with pytest.raises(ValueError, match="ACCEL_GLUON='yes'.*leave it unset"):
         dispatch.gluon_reason(hopper)
+    monkeypatch.delenv("ACCEL_GLUON")
+    from accel.info import _gluon_status
+
+    dispatch._gluon_reason_cached.cache_clear()  # so that the report's query would warn again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # accel info reports it, without the warning
+        status = _gluon_status(0)
+    assert status.startswith("no (") and "triton 0.0.x only" in status and "ACCEL_GLUON=1 takes it" in status
 
 
 def test_gluon_kernel_needs_triton_36s_gluon_api_even_when_asked(untested_triton, monkeypatch):
