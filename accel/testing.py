@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .kernels.numerics import E4M3_MAX
+
 INPUT_KINDS = ("gaussian", "offset_k", "outliers", "peaked", "activation")
 
 
@@ -125,5 +127,5 @@ def grouped_keys(k: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tenso
     with one scale per group of ``group`` keys counted from the last key (the Gluon kernel's
     key-group probe, NOTES 49): (K8, descales (B, H, S), each key's its group's)."""
     ks = k.float() - k.float().mean(dim=2, keepdim=True)
-    descale = (group_amax(ks, group).clamp_min(1e-12) / torch.finfo(torch.float8_e4m3fn).max).contiguous()
+    descale = (group_amax(ks, group).clamp_min(1e-12) / E4M3_MAX).contiguous()
     return (ks / descale.unsqueeze(-1)).to(torch.float8_e4m3fn), descale

@@ -13,9 +13,9 @@ import argparse
 
 import torch
 
+from accel.kernels.numerics import E4M3_MAX
 from accel.testing import INPUT_KINDS, activation_like_qkv, group_amax, rel_l2
 
-E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
 EXACT = "exact"  # a scheme's Q left unquantized
 
 
