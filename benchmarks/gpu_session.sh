@@ -38,6 +38,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 34   # session 14: stage 31 again, key-group probe rows
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 35   # session 14: 31, 32 and 34 cut to one call
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 36   # session 15: torchao and SageAttention baselines
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 37   # session 16: 32, 33 and 36's essentials in one call
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
 #
 # Each stage prints its short tables last; the full logs stay under $OUT.
@@ -46,7 +47,7 @@ cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-stage="${1:?usage: gpu_session.sh 1|2|...|36}"
+stage="${1:?usage: gpu_session.sh 1|2|...|37}"
 
 summary=/tmp/gpu-session-summary.txt  # printed last; $OUT brings back 8 files at most
 : > "$summary"
@@ -506,7 +507,21 @@ case "$stage" in
     --variants _native_cudnn,torchao-style,torchao,sageattn,accel-speed,accel-balanced --json "$out/flux-1024-torchao.json"
   tail -n 8 "$out/baselines.log"; tail -n 7 "$out/flux-1024-torchao.log"
   ;;
+37)
+  # Session 16, when a session gets two calls (34 first): issue 3's whole calls beside torchao's
+  # own FP8 attention and SageAttention, cross-attention's GPU time against cuDNN's, and the
+  # CUDA-graphs compile test (new in session 15, never run on a GPU).
+  source .baselines/setup.sh || { echo "no .baselines: run benchmarks/baseline_wheels.sh, carry .baselines"; exit 1; }
+  run cuda-graphs 100 python -m pytest -q tests/test_compile.py -k cuda_graphs
+  run baselines 300 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/baselines.json" --shapes \
+    24x4608x4608x128,24x8192x8192x128,12x32760x32760x128,12x32760x512x128,24x8192x8192x64 --methods \
+    sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,torchao-fp8,sageattn-int8,accel-triton-head,accel-triton-token
+  run call-cost 60 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
+  grep -E "busy|ms/call" "$out/call-cost.log" | cut -c1-120 >> "$summary"
+  tail -n 1 "$out/cuda-graphs.log"; grep -E "^(FAILED|ERROR)" "$out/cuda-graphs.log"
+  tail -n 8 "$out/baselines.log"
+  ;;
 *)
-  echo "unknown stage $stage: 1 to 36" >&2; exit 2 ;;
+  echo "unknown stage $stage: 1 to 37" >&2; exit 2 ;;
 esac
 cat "$summary"
