@@ -474,18 +474,19 @@ case "$stage" in
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
   ;;
 35)
-  # Sessions 14-15, when one device call is all a session gets: the output-path and key-group
-  # tests, the kernel-only A/B rows (TMA stores, key blocks, key groups) at three shapes, issue 3's
-  # whole calls at D = 128 (with torchao's own where .baselines is carried), cross-attention's
+  # Sessions 14-16, when one device call is all a session gets: the output-path, key-group and
+  # CUDA-graphs tests, the kernel-only A/B rows (TMA stores, key blocks, key groups) at three shapes, issue 3's
+  # whole calls at D = 128 (with torchao's and SageAttention where .baselines is carried), cross-attention's
   # GPU time against cuDNN's.
   [ -f .baselines/setup.sh ] && source .baselines/setup.sh
-  run tests 120 python -m pytest -q tests/test_gpu.py -k "output_paths or key_groups or gluon_kernel_matches"
-  run gluon-out 150 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
+  run tests 140 python -m pytest -q tests/test_gpu.py tests/test_compile.py -k \
+    "output_paths or key_groups or gluon_kernel_matches or cuda_graphs"
+  run gluon-out 140 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
     --shapes 12x32760x512x128,24x8192x8192x128,12x32760x32760x128
   run whole 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/whole.json" --shapes \
     24x8192x8192x128,12x32760x32760x128,12x32760x512x128 \
-    --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-triton-token,torchao-fp8
-  run call-cost 60 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
+    --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-triton-token,torchao-fp8,sageattn-int8
+  run call-cost 50 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
   grep -E "busy|ms/call" "$out/call-cost.log" | cut -c1-120 >> "$summary"
   grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
