@@ -16,6 +16,7 @@ import time
 import torch
 
 import accel
+from accel.kernels import configs
 from accel.testing import activation_like_qkv
 
 
@@ -26,7 +27,13 @@ def main(argv=None) -> None:
     p.add_argument("--backend", default="triton")
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--cudnn", action="store_true", help="also cuDNN bf16 SDPA's GPU busy time, the yardstick")
+    p.add_argument("--one-launch-tokens", type=int, default=None,
+                   help="quantize tensors up to this many tokens in one launch (QuantizeConfig.one_launch_tokens; "
+                        "0: always the statistics passes); default: the tuned configuration's")
     args = p.parse_args(argv)
+    if args.one_launch_tokens is not None:
+        configs.GPU_QUANTIZE_CONFIG = configs.GPU_QUANTIZE_CONFIG._replace(one_launch_tokens=args.one_launch_tokens)
+    one_launch = configs.default_quantize_config().one_launch_tokens
     heads, sq, skv, d = (int(x) for x in args.shape.split("x"))
     q, k, v = activation_like_qkv(1, heads, sq, skv, d, layout="bshd", device="cuda")
     for gran in ("head", "token") if args.granularity == "both" else (args.granularity,):
@@ -49,7 +56,7 @@ def main(argv=None) -> None:
             torch.cuda.synchronize()
         kernels = [(e.key, e.device_time_total / 20 / 1e3) for e in prof.key_averages()
                    if e.device_type == torch.autograd.DeviceType.CUDA]
-        print(f"{args.shape} {gran}: host {host * 1e3:.3f} ms/call, wall {wall * 1e3:.3f} ms/call, "
+        print(f"{args.shape} {gran} (one launch up to {one_launch} tokens): host {host * 1e3:.3f} ms/call, wall {wall * 1e3:.3f} ms/call, "
               f"GPU kernels {sum(ms for _, ms in kernels):.3f} ms/call, GPU busy {gpu_busy(prof) / 20:.3f} "
               f"of a {gpu_span(prof) / 20:.3f} ms span per call")
         for name, ms in sorted(kernels, key=lambda x: -x[1]):

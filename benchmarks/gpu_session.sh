@@ -36,7 +36,7 @@
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 32   # session 13: whole calls, issue 3's rows
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 33   # session 14: the GPU suite stage 31 leaves out
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 34   # session 14: stage 31 again, key-group probe rows
-#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 35   # session 14: 31, 32 and 34 cut to one call
+#   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 35   # sessions 14-16: 31, 32, 34 and more cut to one call
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 36   # session 15: torchao and SageAttention baselines
 #   source .devcarry/setup.sh || exit; bash benchmarks/gpu_session.sh 37   # session 16: 32, 33 and 36's essentials in one call
 #   torchrun --nproc-per-node 2 benchmarks/context_parallel.py             # two GPUs (issue 7)
@@ -474,20 +474,24 @@ case "$stage" in
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
   ;;
 35)
-  # Sessions 14-16, when one device call is all a session gets: the output-path, key-group and
-  # CUDA-graphs tests, the kernel-only A/B rows (TMA stores, key blocks, key groups) at three shapes, issue 3's
-  # whole calls at D = 128 (with torchao's and SageAttention where .baselines is carried), cross-attention's
-  # GPU time against cuDNN's.
+  # Sessions 14-16, when one device call is all a session gets: the output-path, key-group,
+  # CUDA-graphs and one-launch quantization tests, the kernel-only A/B rows (TMA stores, key
+  # blocks, key groups) at three shapes, issue 3's whole calls at D = 128 (with torchao's and
+  # SageAttention where .baselines is carried), cross-attention's GPU time against cuDNN's with
+  # K and V quantized in one launch and in three.
   [ -f .baselines/setup.sh ] && source .baselines/setup.sh
-  run tests 140 python -m pytest -q tests/test_gpu.py tests/test_compile.py -k \
-    "output_paths or key_groups or gluon_kernel_matches or cuda_graphs"
-  run gluon-out 140 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
+  run tests 130 python -m pytest -q tests/test_gpu.py tests/test_compile.py tests/test_triton_kernels.py -k \
+    "output_paths or key_groups or gluon_kernel_matches or cuda_graphs or one_launch"
+  run gluon-out 130 python benchmarks/gluon_attention.py --json "$out/gluon-out.json" --kernels "keys|plain|kgroup" \
     --shapes 12x32760x512x128,24x8192x8192x128,12x32760x32760x128
-  run whole 200 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/whole.json" --shapes \
+  run whole 190 python benchmarks/attention.py --warmup 25 --rep 100 --json "$out/whole.json" --shapes \
     24x8192x8192x128,12x32760x32760x128,12x32760x512x128 \
     --methods sdpa-cudnn-bf16,fa3-bf16,accel-fa3-head,accel-triton-head,accel-triton-token,torchao-fp8,sageattn-int8
-  run call-cost 50 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 --cudnn
-  grep -E "busy|ms/call" "$out/call-cost.log" | cut -c1-120 >> "$summary"
+  for n in 512 0; do
+    run call-cost 45 python benchmarks/call_cost.py --shape 12x32760x512x128 --granularity head --calls 100 \
+      --one-launch-tokens $n $([ $n = 0 ] && echo --cudnn)
+  done
+  grep -E "busy|ms/call|_kernel" "$out/call-cost.log" | cut -c1-120 >> "$summary"
   grep -E "speed:" "$out/gluon-out.log" | cut -d: -f2- | cut -c1-330 >> "$summary"
   grep -E "kgroup" "$out/gluon-out.log" | cut -c1-110 | head -n 12 >> "$summary"
   grep -E "NaN rows [1-9]" "$out/gluon-out.log"; tail -n 1 "$out/tests.log"; grep -E "^(FAILED|ERROR)" "$out/tests.log"

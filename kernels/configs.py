@@ -27,6 +27,9 @@ class QuantizeConfig(NamedTuple):
     cast_warps: int
     finalize_chunks: int = 32  # statistics rows per load of the finalize pass (one program per head)
     finalize_warps: int = 4
+    #: Calls whose tensors have at most this many tokens skip the two statistics launches: each
+    #: cast program computes its head's statistics itself (see quantize.quantize_many).
+    one_launch_tokens: int = 0
 
 
 #: Best of benchmarks/tune_attention.py for per-head scales at D = 128 (H200, triton 3.6:
@@ -59,9 +62,13 @@ QUANTIZE_Q_IN_KERNEL_MAX_KEYS = 2048
 #: the finalize pass (one program per head) loads 128 chunks' statistics at once: it is a serial
 #: loop over ~250-600 chunks on 12-120 programs, latency-bound with 32 (0.053 -> 0.017 ms at
 #: 12x32760); 64-token casts beat 128 per token (1.61 against 1.72 ms at 40x75600).
-GPU_QUANTIZE_CONFIG = QuantizeConfig(128, 16, 4, 64, 4, 128, 4)
-#: Small tiles under the interpreter, so short test sequences span several programs.
-INTERPRETER_QUANTIZE_CONFIG = QuantizeConfig(256, 32, 4, 64, 4)
+#: One launch up to 512 tokens (Wan's text keys, its 257 image keys): a short call is host-bound
+#: (NOTES 38, 42), and two fewer launches spare ~50-90 us of its host time; every 64-token cast
+#: tile then reads its whole head from L2 (8x the bytes at 512 tokens), not measured on a GPU yet.
+GPU_QUANTIZE_CONFIG = QuantizeConfig(128, 16, 4, 64, 4, 128, 4, one_launch_tokens=512)
+#: Small tiles under the interpreter, so short test sequences span several programs; tests up to
+#: 128 tokens take the one-launch path, longer ones the three passes.
+INTERPRETER_QUANTIZE_CONFIG = QuantizeConfig(256, 32, 4, 64, 4, one_launch_tokens=128)
 
 
 def interpreting() -> bool:

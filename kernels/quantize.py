@@ -4,7 +4,9 @@ One call turns up to three bf16/fp16 (B, H, S, D) views (any strides, so diffuse
 tensors are read in place) into contiguous e4m3 copies in the layout the attention kernel wants,
 plus fp32 descale factors. Q, K and V go through each pass in the same launch (a third grid axis
 picks the tensor), so a whole attention call costs at most three quantization launches: the
-Python side of a Triton launch, not the GPU, dominates at short sequence lengths.
+Python side of a Triton launch, not the GPU, dominates at short sequence lengths; there (up to
+``QuantizeConfig.one_launch_tokens``) every cast program computes its head's statistics itself,
+and the call costs one launch.
 
 * ``"token"``: one scale per (batch, head, token), computed inside the cast kernel from the row
   it already holds in registers: one read of the input, one write of the FP8 copy.
@@ -53,6 +55,23 @@ def _pick(slot, a0, a1, a2):
 
 
 @triton.jit
+def _accumulate_chunk(base, first, S, stride_s, stride_d, offs_d, d_ok, total, hi, lo,
+                      BLOCK_S: tl.constexpr, TOKENS: tl.constexpr):
+    """Tokens [first, first + TOKENS) of one head into element-wise (BLOCK_S, BLOCK_D) sum, max
+    and min accumulators. Element-wise, reduced across tokens once at the end: a cross-thread
+    reduction per loaded tile made the statistics pass 3x slower than a copy."""
+    for i in tl.static_range(TOKENS // BLOCK_S):  # unrolled: all loads can be in flight at once
+        offs_s = first + i * BLOCK_S + tl.arange(0, BLOCK_S)
+        ok = (offs_s[:, None] < S) & d_ok[None, :]
+        x = tl.load(base + offs_s[:, None].to(tl.int64) * stride_s + offs_d[None, :] * stride_d,
+                    mask=ok, other=0.0).to(tl.float32)
+        total += x
+        hi = tl.maximum(hi, tl.where(ok, x, float("-inf")))
+        lo = tl.minimum(lo, tl.where(ok, x, float("inf")))
+    return total, hi, lo
+
+
+@triton.jit
 def _channel_stats_kernel(
     x0, x1, x2, stats_ptr, S0, S1, S2, H,
     sb0, sh0, ss0, sd0, sb1, sh1, ss1, sd1, sb2, sh2, ss2, sd2,
@@ -74,19 +93,11 @@ def _channel_stats_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < D
     base = x_ptr + b.to(tl.int64) * stride_b + h.to(tl.int64) * stride_h
-    # Element-wise accumulators, reduced across tokens once at the end: a cross-thread
-    # reduction per loaded tile made this pass 3x slower than a copy.
     total = tl.zeros([BLOCK_S, BLOCK_D], tl.float32)
     hi = tl.full([BLOCK_S, BLOCK_D], float("-inf"), tl.float32)
     lo = tl.full([BLOCK_S, BLOCK_D], float("inf"), tl.float32)
-    for i in tl.static_range(TOKENS // BLOCK_S):  # unrolled: all loads can be in flight at once
-        offs_s = pid_chunk * TOKENS + i * BLOCK_S + tl.arange(0, BLOCK_S)
-        ok = (offs_s[:, None] < S) & d_ok[None, :]
-        x = tl.load(base + offs_s[:, None].to(tl.int64) * stride_s + offs_d[None, :] * stride_d,
-                    mask=ok, other=0.0).to(tl.float32)
-        total += x
-        hi = tl.maximum(hi, tl.where(ok, x, float("-inf")))
-        lo = tl.minimum(lo, tl.where(ok, x, float("inf")))
+    total, hi, lo = _accumulate_chunk(base, pid_chunk * TOKENS, S, stride_s, stride_d, offs_d, d_ok,
+                                      total, hi, lo, BLOCK_S, TOKENS)
     row = (slot * tl.num_programs(0) + pid_bh) * tl.num_programs(1) + pid_chunk
     out = stats_ptr + row.to(tl.int64) * (3 * BLOCK_D) + offs_d
     tl.store(out, tl.sum(total, 0))
@@ -118,15 +129,67 @@ def scale_tile(x, MODE: tl.constexpr, scale_ptr, descale_ptr, bh, sds_bh, offs_s
                ROW: tl.constexpr):
     """x (tokens, channels) times its scales. MODE 0: one per head (given); 1: one per token,
     computed here, descale stored at descale_ptr[bh * sds_bh + token]; 2: one per channel (given)."""
+    return _scale_tile_by(x, MODE, _given_scale(scale_ptr, bh, offs_d, MODE, ROW), descale_ptr, bh, sds_bh,
+                          offs_s, s_ok)
+
+
+@triton.jit
+def _given_scale(scale_ptr, bh, offs_d, MODE: tl.constexpr, ROW: tl.constexpr):
+    """The head's scale (MODE 0) or its channels' (MODE 2) from memory; MODE 1 has none."""
+    if MODE == 0:
+        scale = tl.load(scale_ptr + bh)
+    elif MODE == 2:
+        scale = tl.load(scale_ptr + bh * ROW + offs_d)
+    else:
+        scale = 1.0  # computed per row by _scale_tile_by
+    return scale
+
+
+@triton.jit
+def _scale_tile_by(x, MODE: tl.constexpr, scale, descale_ptr, bh, sds_bh, offs_s, s_ok):
+    """scale_tile with the head's scale (MODE 0) or channel scales (MODE 2) given as values."""
     if MODE == 1:
         scale, descale = row_scales(x)
         tl.store(descale_ptr + bh.to(tl.int64) * sds_bh + offs_s, descale, mask=s_ok)
         y = x * scale[:, None]
     elif MODE == 0:
-        y = x * tl.load(scale_ptr + bh)
+        y = x * scale
     else:
-        y = x * tl.load(scale_ptr + bh * ROW + offs_d)[None, :]
+        y = x * scale[None, :]
     return y
+
+
+@triton.jit
+def _head_scales(total, hi, lo, S, offs_d, D: tl.constexpr, SMOOTH: tl.constexpr, PER_CHANNEL: tl.constexpr):
+    """(mean, scale, descale) of one head from its channel sums, maxima and minima: the channel
+    mean (zeros unless SMOOTH) and the scale/descale of the whole head, or of each channel."""
+    if SMOOTH:
+        mean = total / S
+        # max |x - mean| = max(max - mean, mean - min) per channel: no second read of x
+        channel_amax = tl.maximum(hi - mean, mean - lo)
+    else:
+        mean = tl.zeros_like(total)
+        channel_amax = tl.maximum(hi, -lo)
+    # A non-finite input makes its channel's sum non-finite: that channel's amax becomes NaN.
+    bad = tl.where(tl.abs(total) < float("inf"), 0, 1) > 0  # NaN compares false too
+    channel_amax = tl.where(bad, float("nan"), channel_amax)
+    channel_amax = tl.where(offs_d < D, channel_amax, 0.0)  # padded channels hold zeros
+    if PER_CHANNEL:
+        scale, descale = _scales(channel_amax)
+    else:
+        amax = tl.max(tl.where(bad, 0.0, channel_amax), 0)
+        amax = tl.where(tl.max(bad.to(tl.int32), 0) > 0, float("nan"), amax)  # tl.max may drop NaN
+        scale, descale = _scales(amax)
+    return mean, scale, descale
+
+
+@triton.jit
+def _store_per_head(ptr, pid_bh, offs_d, value, BLOCK_D: tl.constexpr, PER_CHANNEL: tl.constexpr):
+    """Store a head's value (a scalar) or its channels' (a (BLOCK_D,) vector)."""
+    if PER_CHANNEL:
+        tl.store(ptr + pid_bh * BLOCK_D + offs_d, value)
+    else:
+        tl.store(ptr + pid_bh, value)
 
 
 @triton.jit
@@ -148,27 +211,11 @@ def _finalize_one(
         total += tl.sum(tl.load(ptrs, mask=c_ok, other=0.0), 0)
         hi = tl.maximum(hi, tl.max(tl.load(ptrs + BLOCK_D, mask=c_ok, other=float("-inf")), 0))
         lo = tl.minimum(lo, tl.min(tl.load(ptrs + 2 * BLOCK_D, mask=c_ok, other=float("inf")), 0))
+    mean, scale, descale = _head_scales(total, hi, lo, S, offs_d, D, SMOOTH, PER_CHANNEL)
     if SMOOTH:
-        mean = total / S
-        tl.store(mean_ptr + pid_bh * BLOCK_D + offs_d, mean)
-        # max |x - mean| = max(max - mean, mean - min) per channel: no second read of x
-        channel_amax = tl.maximum(hi - mean, mean - lo)
-    else:
-        channel_amax = tl.maximum(hi, -lo)
-    # A non-finite input makes its channel's sum non-finite: that channel's amax becomes NaN.
-    bad = tl.where(tl.abs(total) < float("inf"), 0, 1) > 0  # NaN compares false too
-    channel_amax = tl.where(bad, float("nan"), channel_amax)
-    channel_amax = tl.where(offs_d < D, channel_amax, 0.0)  # padded channels hold zeros
-    if PER_CHANNEL:
-        scale, descale = _scales(channel_amax)
-        tl.store(scale_ptr + pid_bh * BLOCK_D + offs_d, scale)
-        tl.store(descale_ptr + pid_bh * BLOCK_D + offs_d, descale)
-    else:
-        amax = tl.max(tl.where(bad, 0.0, channel_amax), 0)
-        amax = tl.where(tl.max(bad.to(tl.int32), 0) > 0, float("nan"), amax)  # tl.max may drop NaN
-        scale, descale = _scales(amax)
-        tl.store(scale_ptr + pid_bh, scale)
-        tl.store(descale_ptr + pid_bh, descale)
+        _store_per_head(mean_ptr, pid_bh, offs_d, mean, BLOCK_D, True)
+    _store_per_head(scale_ptr, pid_bh, offs_d, scale, BLOCK_D, PER_CHANNEL)
+    _store_per_head(descale_ptr, pid_bh, offs_d, descale, BLOCK_D, PER_CHANNEL)
 
 
 @triton.jit
@@ -207,12 +254,37 @@ def _cast_one(
     S, H, sx_b, sx_h, sx_s, sx_d, so_bh, so_s, so_d, sds_bh, key_pad,
     D: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
     MODE: tl.constexpr, SMOOTH: tl.constexpr, LAYOUT: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    OWN_STATS: tl.constexpr, STATS_BLOCK: tl.constexpr, STATS_TOKENS: tl.constexpr,
 ):
-    """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head (given);
-    1: one scale per token (computed here, descale written); 2: one scale per channel (given).
+    """Cast one (BLOCK_S, D) tile to e4m3. MODE 0: one scale per head; 1: one scale per token
+    (computed here, descale written); 2: one scale per channel. The head's mean and scales are
+    given (the statistics passes wrote them) or, with OWN_STATS, computed here (see quantize_many).
     LAYOUT: 0 row-major; transposed (a row of tokens per channel) in natural (1) or "mma" (2) key order."""
     b = pid_bh // H
     h = pid_bh % H
+    base = x_ptr + b.to(tl.int64) * sx_b + h.to(tl.int64) * sx_h
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    if OWN_STATS and (SMOOTH or MODE != 1):
+        # One launch for short tensors: every tile reads its whole head for the statistics (from
+        # L2 after the first), instead of two more launches writing and reading them.
+        total = tl.zeros([STATS_BLOCK, BLOCK_D], tl.float32)
+        hi = tl.full([STATS_BLOCK, BLOCK_D], float("-inf"), tl.float32)
+        lo = tl.full([STATS_BLOCK, BLOCK_D], float("inf"), tl.float32)
+        for first in range(0, S, STATS_TOKENS):
+            total, hi, lo = _accumulate_chunk(base, first, S, sx_s, sx_d, offs_d, d_ok, total, hi, lo,
+                                              STATS_BLOCK, STATS_TOKENS)
+        mean, scale, descale = _head_scales(tl.sum(total, 0), tl.max(hi, 0), tl.min(lo, 0), S, offs_d, D,
+                                            SMOOTH, MODE == 2)
+        if pid_s == 0:  # one program stores what the attention kernel reads
+            if SMOOTH:
+                _store_per_head(mean_ptr, pid_bh, offs_d, mean, BLOCK_D, True)
+            if MODE != 1:
+                _store_per_head(descale_ptr, pid_bh, offs_d, descale, BLOCK_D, MODE == 2)
+    else:
+        if SMOOTH:
+            mean = tl.load(mean_ptr + pid_bh * BLOCK_D + offs_d)
+        scale = _given_scale(scale_ptr, pid_bh, offs_d, MODE, BLOCK_D)
     offs_c = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)  # the tile's tokens, or a transposed copy's columns
     if LAYOUT == 0:
         offs_s = offs_c
@@ -224,17 +296,12 @@ def _cast_one(
         # bytes D * S_pad apart: 9x slower than a copy at 12x32760 (RESULTS.md, run 3).
         offs_s = (_mma_column_key(offs_c) if LAYOUT == 2 else offs_c) - key_pad
         s_ok = (offs_s >= 0) & (offs_s < S)  # padding columns are written as zeros
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < D
     ok = s_ok[:, None] & d_ok[None, :]
-    src = (x_ptr + b.to(tl.int64) * sx_b + h.to(tl.int64) * sx_h
-           + offs_s[:, None].to(tl.int64) * sx_s + offs_d[None, :] * sx_d)
+    src = base + offs_s[:, None].to(tl.int64) * sx_s + offs_d[None, :] * sx_d
     x = tl.load(src, mask=ok, other=0.0).to(tl.float32)
     if SMOOTH:
-        mean = tl.load(mean_ptr + pid_bh * BLOCK_D + offs_d)
         x = tl.where(ok, x - mean[None, :], 0.0)  # padded channels stay exactly zero
-    y = to_e4m3(scale_tile(x, MODE, scale_ptr, descale_ptr, pid_bh, sds_bh, offs_s, s_ok, offs_d, BLOCK_D),
-                EMULATE_CAST)
+    y = to_e4m3(_scale_tile_by(x, MODE, scale, descale_ptr, pid_bh, sds_bh, offs_s, s_ok), EMULATE_CAST)
     out = out_ptr + pid_bh.to(tl.int64) * so_bh
     if LAYOUT == 0:
         tl.store(out + offs_s[:, None].to(tl.int64) * so_s + offs_d[None, :] * so_d, y, mask=s_ok[:, None])
@@ -253,6 +320,7 @@ def _cast_kernel(
     MODE0: tl.constexpr, MODE1: tl.constexpr, MODE2: tl.constexpr,
     SMOOTH0: tl.constexpr, SMOOTH1: tl.constexpr, SMOOTH2: tl.constexpr,
     LAYOUT0: tl.constexpr, LAYOUT1: tl.constexpr, LAYOUT2: tl.constexpr, EMULATE_CAST: tl.constexpr,
+    OWN_STATS: tl.constexpr, STATS_BLOCK: tl.constexpr, STATS_TOKENS: tl.constexpr,
 ):
     """Per (batch*head, tile of BLOCK_S tokens, tensor): see _cast_one."""
     pid_bh = tl.program_id(0)
@@ -260,13 +328,16 @@ def _cast_kernel(
     slot = tl.program_id(2)
     if slot == 0:
         _cast_one(x0, out0, mean0, scale0, descale0, pid_bh, pid_s, S0, H, sb0, sh0, ss0, sd0,
-                  ob0, os0, od0, dsb0, kp0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, LAYOUT0, EMULATE_CAST)
+                  ob0, os0, od0, dsb0, kp0, D, BLOCK_D, BLOCK_S, MODE0, SMOOTH0, LAYOUT0, EMULATE_CAST,
+                  OWN_STATS, STATS_BLOCK, STATS_TOKENS)
     elif slot == 1:
         _cast_one(x1, out1, mean1, scale1, descale1, pid_bh, pid_s, S1, H, sb1, sh1, ss1, sd1,
-                  ob1, os1, od1, dsb1, kp1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, LAYOUT1, EMULATE_CAST)
+                  ob1, os1, od1, dsb1, kp1, D, BLOCK_D, BLOCK_S, MODE1, SMOOTH1, LAYOUT1, EMULATE_CAST,
+                  OWN_STATS, STATS_BLOCK, STATS_TOKENS)
     else:
         _cast_one(x2, out2, mean2, scale2, descale2, pid_bh, pid_s, S2, H, sb2, sh2, ss2, sd2,
-                  ob2, os2, od2, dsb2, kp2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, LAYOUT2, EMULATE_CAST)
+                  ob2, os2, od2, dsb2, kp2, D, BLOCK_D, BLOCK_S, MODE2, SMOOTH2, LAYOUT2, EMULATE_CAST,
+                  OWN_STATS, STATS_BLOCK, STATS_TOKENS)
 
 
 def padded_head_dim(head_dim: int) -> int:
@@ -315,8 +386,10 @@ def _out_layout(job: QuantizeJob) -> int:
 
 def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = None) -> list[Quantized]:
     """Quantize up to three tensors of one (B, H, *, D) shape family in at most three launches
-    (statistics, finalize, cast). Returns one :class:`Quantized` per job; shapes as
-    :func:`quantize_fp8`, means (B, H, Dp) fp32. ``config``: tiles (default: the tuned ones)."""
+    (statistics, finalize, cast), or one where no tensor has more than ``config.one_launch_tokens``
+    tokens: there each cast program computes its head's statistics itself. Returns one
+    :class:`Quantized` per job; shapes as :func:`quantize_fp8`, means (B, H, Dp) fp32.
+    ``config``: tiles (default: the tuned ones)."""
     cfg = config or default_quantize_config()
     if cfg.cast_block % MMA_KEY_CHUNK:
         raise ValueError(f"cast_block must be a multiple of {MMA_KEY_CHUNK} (whole key chunks), got {cfg.cast_block}")
@@ -330,6 +403,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
                              f"got {job.key_order!r}")
     B, H, _, D = jobs[0].x.shape
     device = jobs[0].x.device
+    own_stats = max(job.x.shape[2] for job in jobs) <= cfg.one_launch_tokens
     Dp = padded_head_dim(D)
     f32 = dict(device=device, dtype=torch.float32)
     outs, descales, means, scales, out_strides, descale_strides, key_pads = [], [], [], [], [], [], []
@@ -357,12 +431,12 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
             shape = (B, H, Dp) if job.granularity == "channel" else (B, H)
             descales.append(torch.empty(shape, **f32))
             descale_strides.append(0)
-        scales.append(None if job.granularity == "token" else torch.empty_like(descales[-1]))
+        scales.append(None if job.granularity == "token" or own_stats else torch.empty_like(descales[-1]))
         means.append(torch.empty(B, H, Dp, **f32) if job.smooth else None)
 
     # Pass 1 and 2, for the tensors that need a whole-head reduction before their cast.
     stat_slots = [i for i, job in enumerate(jobs) if job.smooth or job.granularity != "token"]
-    if stat_slots:
+    if stat_slots and not own_stats:
         _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp, cfg)
 
     # Pass 3: the cast, every tensor in one launch.
@@ -382,7 +456,8 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
         **{f"MODE{i}": GRANULARITIES.index(job.granularity) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         **{f"SMOOTH{i}": job.smooth for i, job in enumerate(_per_slot(jobs, jobs[0]))},
         **{f"LAYOUT{i}": _out_layout(job) for i, job in enumerate(_per_slot(jobs, jobs[0]))},
-        EMULATE_CAST=interpreting(), num_warps=cfg.cast_warps,
+        EMULATE_CAST=interpreting(), OWN_STATS=own_stats, STATS_BLOCK=cfg.stats_block,
+        STATS_TOKENS=cfg.stats_tokens, num_warps=cfg.cast_warps,
     )
     return [Quantized(*parts) for parts in zip(outs, descales, means)]
 

@@ -749,6 +749,34 @@ def test_quantize_tiles_do_not_change_results():
         assert torch.allclose(x.descale, y.descale, rtol=1e-6)
 
 
+@pytest.mark.parametrize("tokens", [45, 300])
+def test_one_launch_quantization_matches_the_passes(tokens):
+    """Short tensors take one launch, each cast program computing its head's statistics itself:
+    the same bytes, descales and means as the statistics passes (up to rare one-step roundings
+    where a smoothed channel mean is summed in another order), at every granularity and layout."""
+    from accel.kernels.configs import default_quantize_config
+    from accel.kernels.quantize import QuantizeJob, quantize_many
+
+    q, k, v = activation_like_qkv(2, 3, tokens, tokens, 64, "activation", device=DEVICE, generator=_gen())
+    job_sets = [
+        [QuantizeJob(q, "head"), QuantizeJob(k, "token", True), QuantizeJob(v, "channel", False, True)],
+        [QuantizeJob(k, "head", True), QuantizeJob(v, "head", True, True, "mma")],
+        [QuantizeJob(q, "token")],
+    ]
+    passes = default_quantize_config()._replace(one_launch_tokens=0)
+    one_launch = passes._replace(one_launch_tokens=tokens)
+    for jobs in job_sets:
+        a = quantize_many(jobs, passes)
+        torch.empty(10_000_000, device=DEVICE).fill_(float("nan"))  # dirty a GPU allocator's memory
+        b = quantize_many(jobs, one_launch)
+        for job, x, y in zip(jobs, a, b):
+            mismatch = (x.x8.float() != y.x8.float()).float().mean().item()
+            assert mismatch == 0 if not job.smooth else mismatch < 1e-3, job.granularity
+            assert torch.allclose(x.descale, y.descale, rtol=1e-6), job.granularity
+            if job.smooth:
+                assert torch.allclose(x.mean, y.mean, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("granularity", ["head", "token"])
 @pytest.mark.parametrize("is_causal", [False, True])
 def test_smooth_q_and_hadamard_match_reference(granularity, is_causal):
