@@ -750,12 +750,17 @@ def test_quantize_tiles_do_not_change_results():
 
 
 @pytest.mark.parametrize("tokens", [45, 300])
-def test_one_launch_quantization_matches_the_passes(tokens):
+def test_one_launch_quantization_matches_the_passes(tokens, monkeypatch):
     """Short tensors take one launch, each cast program computing its head's statistics itself:
     the same bytes, descales and means as the statistics passes (up to rare one-step roundings
     where a smoothed channel mean is summed in another order), at every granularity and layout."""
+    from accel.kernels import quantize
     from accel.kernels.configs import default_quantize_config
     from accel.kernels.quantize import QuantizeJob, quantize_many
+
+    statistics_passes = []
+    run_statistics = quantize._statistics
+    monkeypatch.setattr(quantize, "_statistics", lambda *a: statistics_passes.append(1) or run_statistics(*a))
 
     q, k, v = activation_like_qkv(2, 3, tokens, tokens, 64, "activation", device=DEVICE, generator=_gen())
     job_sets = [
@@ -766,9 +771,12 @@ def test_one_launch_quantization_matches_the_passes(tokens):
     passes = default_quantize_config()._replace(one_launch_tokens=0)
     one_launch = passes._replace(one_launch_tokens=tokens)
     for jobs in job_sets:
+        statistics_passes.clear()
         a = quantize_many(jobs, passes)
         torch.empty(10_000_000, device=DEVICE).fill_(float("nan"))  # dirty a GPU allocator's memory
         b = quantize_many(jobs, one_launch)
+        needs_statistics = any(job.smooth or job.granularity != "token" for job in jobs)
+        assert len(statistics_passes) == needs_statistics  # only the passes' call ran them
         for job, x, y in zip(jobs, a, b):
             mismatch = (x.x8.float() != y.x8.float()).float().mean().item()
             assert mismatch == 0 if not job.smooth else mismatch < 1e-3, job.granularity
