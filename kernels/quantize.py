@@ -439,7 +439,7 @@ def quantize_many(jobs: Sequence[QuantizeJob], config: QuantizeConfig | None = N
     if stat_slots and not own_stats:
         _statistics(jobs, stat_slots, means, scales, descales, B, H, D, Dp, cfg)
 
-    # Pass 3: the cast, every tensor in one launch.
+    # Pass 3 (the only one with own_stats): the cast, every tensor in one launch.
     xs = [job.x for job in jobs]
     dummy = outs[0]  # a pointer for arguments that a slot's compile-time flags never read
     n_tiles = max(cdiv(x.shape[2] + pad, cfg.cast_block) for x, pad in zip(xs, key_pads))
