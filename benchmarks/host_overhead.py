@@ -3,6 +3,7 @@
     python benchmarks/host_overhead.py                      # 24x2048 bshd, per head and per token
     python benchmarks/host_overhead.py --profile 30         # and cProfile's top 30 (own time)
     python benchmarks/host_overhead.py --launch stub        # our Python alone, without Triton's
+    python benchmarks/host_overhead.py --shape 12x32760x512x128 --one-launch-tokens 512,0   # A/B
 
 The tensors live on the CPU; the harness makes the call take the path it takes on an H200:
 
@@ -97,32 +98,45 @@ def main(argv=None) -> None:
     p.add_argument("--clock", default="thread", choices=["thread", "wall"],
                    help="thread: this thread's CPU time (steadier on a shared machine); wall: perf_counter")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print cProfile's top N functions")
+    p.add_argument("--one-launch-tokens", default=None, metavar="N[,N...]",
+                   help="QuantizeConfig.one_launch_tokens values to compare, interleaved (0: always the "
+                        "statistics passes); default: the tuned configuration's")
     args = p.parse_args(argv)
     stub_gpu(args.launch)
     clock = time.thread_time if args.clock == "thread" else time.perf_counter
 
     import accel
+    from accel.kernels import configs
     from accel.testing import activation_like_qkv
 
+    tuned = configs.GPU_QUANTIZE_CONFIG
+    thresholds = ([int(n) for n in args.one_launch_tokens.split(",")] if args.one_launch_tokens
+                  else [tuned.one_launch_tokens])
     heads, sq, skv, d = (int(x) for x in args.shape.split("x"))
     q, k, v = activation_like_qkv(1, heads, sq, skv, d, layout=args.layout, device="cpu")
     grans = ("head", "token") if args.granularity == "both" else (args.granularity,)
-    calls = {g: (lambda g=g: accel.fp8_sdpa(q, k, v, layout=args.layout, granularity=g, backend="triton",
-                                            strict=True)) for g in grans}
-    best = {g: float("inf") for g in grans}
+
+    def variant(g, n):
+        def call():
+            configs.GPU_QUANTIZE_CONFIG = tuned._replace(one_launch_tokens=n)
+            return accel.fp8_sdpa(q, k, v, layout=args.layout, granularity=g, backend="triton", strict=True)
+        return call
+
+    calls = {(g, n): variant(g, n) for g in grans for n in thresholds}
+    best = dict.fromkeys(calls, float("inf"))
     for call in calls.values():
         call()  # first call: compile stand-ins, fill caches
     for _ in range(args.rounds):
-        for g, call in calls.items():
+        for key, call in calls.items():
             t = clock()
             for _ in range(args.calls):
                 call()
-            best[g] = min(best[g], (clock() - t) / args.calls)
-    for g in grans:
-        print(f"{args.shape} {args.layout} {g}: {best[g] * 1e6:.1f} us a call (best of {args.rounds} x "
-              f"{args.calls}, {args.clock} clock, launch={args.launch}, triton {triton.__version__}, "
-              f"torch {torch.__version__})")
-    for g, call in calls.items() if args.profile else ():
+            best[key] = min(best[key], (clock() - t) / args.calls)
+    for (g, n), seconds in best.items():
+        print(f"{args.shape} {args.layout} {g}, one launch up to {n} tokens: {seconds * 1e6:.1f} us a call "
+              f"(best of {args.rounds} x {args.calls}, {args.clock} clock, launch={args.launch}, "
+              f"triton {triton.__version__}, torch {torch.__version__})")
+    for (g, _), call in calls.items() if args.profile else ():
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(args.calls):
