@@ -763,9 +763,11 @@ def test_one_launch_quantization_matches_the_passes(tokens, monkeypatch):
     monkeypatch.setattr(quantize, "_statistics", lambda *a: statistics_passes.append(1) or run_statistics(*a))
 
     q, k, v = activation_like_qkv(2, 3, tokens, tokens, 64, "activation", device=DEVICE, generator=_gen())
+    k_bshd = activation_like_qkv(2, 3, tokens, tokens, 64, "offset_k", layout="bshd", device=DEVICE,
+                                 generator=_gen())[1].transpose(1, 2)  # diffusers' strides, read in place
     job_sets = [
         [QuantizeJob(q, "head"), QuantizeJob(k, "token", True), QuantizeJob(v, "channel", False, True)],
-        [QuantizeJob(k, "head", True), QuantizeJob(v, "head", True, True, "mma")],
+        [QuantizeJob(k_bshd, "head", True), QuantizeJob(v, "head", True, True, "mma")],
         [QuantizeJob(q, "token")],
     ]
     passes = default_quantize_config()._replace(one_launch_tokens=0)
