@@ -56,7 +56,8 @@ def main(argv=None) -> None:
             torch.cuda.synchronize()
         kernels = [(e.key, e.device_time_total / 20 / 1e3) for e in prof.key_averages()
                    if e.device_type == torch.autograd.DeviceType.CUDA]
-        print(f"{args.shape} {gran} (one launch up to {one_launch} tokens): host {host * 1e3:.3f} ms/call, wall {wall * 1e3:.3f} ms/call, "
+        print(f"{args.shape} {gran} (one launch up to {one_launch} tokens): host {host * 1e3:.3f} ms/call, "
+              f"wall {wall * 1e3:.3f} ms/call, "
               f"GPU kernels {sum(ms for _, ms in kernels):.3f} ms/call, GPU busy {gpu_busy(prof) / 20:.3f} "
               f"of a {gpu_span(prof) / 20:.3f} ms span per call")
         for name, ms in sorted(kernels, key=lambda x: -x[1]):
